@@ -1,0 +1,1 @@
+"""boxseg.bench"""

@@ -1,0 +1,3 @@
+"""BoxSeg: box-supervised instance segmentation, from training to deployment."""
+
+__version__ = "0.1.0"

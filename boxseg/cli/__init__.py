@@ -1,0 +1,52 @@
+"""The `boxseg` command line.
+
+Sub-commands live in their own modules (``boxseg/cli/<name>.py``, each defining a click object named ``cli``)
+and are imported only when invoked, so ``boxseg --help`` stays fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from boxseg import __version__
+
+# name -> one-line help. The module boxseg.cli.<name> provides the command itself.
+COMMANDS: dict[str, str] = {
+    "data": "Make synthetic COCO-format data (boxseg data synth).",
+    "train": "Train a box-supervised instance segmentation model.",
+    "eval": "Evaluate a checkpoint or a trivial baseline with COCO mask and box AP.",
+    "export": "Export a trained student to ONNX or TensorRT.",
+    "predict": "Run a checkpoint or an exported model on images; write COCO JSON and overlays.",
+    "bench": "Benchmark latency, ops, training throughput and ablations.",
+    "demo": "The whole pipeline on built-in synthetic data: train, eval, export, predict, bench.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"boxseg.cli.{name}")
+        return module.cli
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Uses the static one-line help so listing commands imports nothing heavy.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, text in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="boxseg")
+def main() -> None:
+    """BoxSeg: train box-supervised instance segmentation, export it, deploy it, measure it."""
+
+
+def not_built(what: str, issue: str) -> None:
+    """Exit with status 2 for a capability that does not exist yet (no fake output)."""
+    click.echo(f"boxseg: {what} is not built yet ({issue}).", err=True)
+    raise SystemExit(2)

@@ -1,0 +1,11 @@
+"""`boxseg train` (not built yet)."""
+
+import click
+
+from boxseg.cli import COMMANDS, not_built
+
+
+@click.command("train", help=COMMANDS["train"], context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def cli(args: tuple[str, ...]) -> None:
+    not_built("`boxseg train`", "open issue")
