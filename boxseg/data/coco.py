@@ -1,0 +1,304 @@
+"""COCO-format dataset reader for box-supervised training (boxes + classes) and evaluation (masks).
+
+Validation happens once, at construction, on the JSON alone: every problem raises `DataError` naming the file, the
+id and the field. Images are opened only in `ds[i]` (or all up front with `ds.check_images()`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pycocotools import mask as mask_utils
+
+from boxseg.data.errors import DataError
+
+ANNOTATIONS_FILE = "annotations.json"
+IMAGES_DIR = "images"
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def resolve_paths(root_or_json: str | Path, image_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """(annotation file, image folder) for a dataset folder or a JSON path."""
+    p = Path(root_or_json)
+    if p.is_dir():
+        ann = p / ANNOTATIONS_FILE
+        if not ann.is_file():
+            raise DataError(f"{p}: no {ANNOTATIONS_FILE} in this folder (expected DIR/{ANNOTATIONS_FILE} and "
+                            f"DIR/{IMAGES_DIR}/)")
+        default_images = p / IMAGES_DIR
+    elif p.is_file():
+        ann = p
+        default_images = p.parent / IMAGES_DIR if (p.parent / IMAGES_DIR).is_dir() else p.parent
+    else:
+        raise DataError(f"{p}: no such annotation file or dataset folder")
+    return ann, Path(image_dir) if image_dir is not None else default_images
+
+
+def load_json(path: Path) -> Any:
+    """Parse a JSON file; syntax errors become DataError with line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); expected a COCO JSON file") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+
+
+def to_rgb_uint8(img: Image.Image) -> np.ndarray:
+    """Any PIL image (L, LA, P, RGBA, CMYK, 16-bit or 32-bit grey, float) -> uint8 (H, W, 3) RGB."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit greyscale (PNG 16-bit loads as I;16 or I): scale the full 0..65535 range down to 0..255.
+        a = np.asarray(img).astype(np.float64) / 257.0
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if img.mode == "F":
+        a = np.clip(np.rint(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+class CocoDataset:
+    """A COCO instance dataset: `ds[i]` gives the image, xyxy boxes, contiguous classes (and masks on request).
+
+    Degenerate boxes (w <= 0 or h <= 0) and boxes entirely outside their image are dropped when
+    `drop_degenerate` is true, or raise DataError otherwise; boxes partly outside are clipped. Crowd annotations
+    (iscrowd=1) are not training targets and are skipped. Counts are in `ds.report`.
+    """
+
+    def __init__(
+        self,
+        root_or_json: str | Path,
+        image_dir: str | Path | None = None,
+        *,
+        with_masks: bool = False,
+        drop_degenerate: bool = True,
+    ) -> None:
+        self.ann_file, self.image_dir = resolve_paths(root_or_json, image_dir)
+        self.with_masks = with_masks
+        self.drop_degenerate = drop_degenerate
+        data = load_json(self.ann_file)
+        f = self.ann_file
+        if not isinstance(data, dict):
+            raise DataError(f"{f}: top level must be a JSON object with images, annotations, categories; "
+                            f"got {type(data).__name__}")
+        for key in ("images", "annotations", "categories"):
+            if key not in data:
+                raise DataError(f"{f}: missing top-level key {key!r} (a list)")
+            if not isinstance(data[key], list):
+                raise DataError(f"{f}: top-level {key!r} must be a list, got {type(data[key]).__name__}")
+
+        self._parse_categories(data["categories"])
+        self._parse_images(data["images"])
+        self._parse_annotations(data["annotations"])
+
+    # --- parsing -------------------------------------------------------------------------------------------
+    def _field(self, kind: str, obj: Any, pos: int, key: str, check: Any, expected: str) -> Any:
+        f = self.ann_file
+        if not isinstance(obj, dict):
+            raise DataError(f"{f}: {kind}[{pos}] must be an object, got {type(obj).__name__}")
+        ident = obj.get("id", f"#{pos}")
+        if key not in obj:
+            raise DataError(f"{f}: {kind} id={ident}: missing field {key!r} ({expected})")
+        value = obj[key]
+        if not check(value):
+            raise DataError(f"{f}: {kind} id={ident}: field {key!r} must be {expected}, got {value!r}")
+        return value
+
+    def _parse_categories(self, cats: list) -> None:
+        f = self.ann_file
+        if not cats:
+            raise DataError(f"{f}: 'categories' is empty; at least one category is needed")
+        self.cat_ids: list[int] = []
+        self.class_names: list[str] = []
+        for pos, c in enumerate(cats):
+            cid = self._field("category", c, pos, "id", _is_int, "an integer")
+            name = self._field("category", c, pos, "name", lambda v: isinstance(v, str), "a string")
+            if cid in self.cat_ids:
+                raise DataError(f"{f}: category id={cid}: duplicate category id")
+            self.cat_ids.append(cid)
+            self.class_names.append(name)
+        # COCO ids need not be contiguous: classes are indices into the id list sorted ascending.
+        order = sorted(range(len(self.cat_ids)), key=lambda k: self.cat_ids[k])
+        self.cat_ids = [self.cat_ids[k] for k in order]
+        self.class_names = [self.class_names[k] for k in order]
+        self._cat_index = {cid: k for k, cid in enumerate(self.cat_ids)}
+
+    def _parse_images(self, images: list) -> None:
+        f = self.ann_file
+        if not images:
+            raise DataError(f"{f}: 'images' is empty; the dataset has no images")
+        self._images: list[dict] = []
+        seen: set[int] = set()
+        for pos, im in enumerate(images):
+            iid = self._field("image", im, pos, "id", _is_int, "an integer")
+            name = self._field("image", im, pos, "file_name", lambda v: isinstance(v, str) and v, "a file name")
+            w = self._field("image", im, pos, "width", lambda v: _is_int(v) and v > 0, "a positive integer")
+            h = self._field("image", im, pos, "height", lambda v: _is_int(v) and v > 0, "a positive integer")
+            if iid in seen:
+                raise DataError(f"{f}: image id={iid}: duplicate image id")
+            seen.add(iid)
+            self._images.append({"id": iid, "file_name": name, "width": w, "height": h})
+        self.image_ids: list[int] = [im["id"] for im in self._images]
+        self._image_index = {iid: k for k, iid in enumerate(self.image_ids)}
+
+    def _parse_annotations(self, anns: list) -> None:
+        f = self.ann_file
+        report = {"images": len(self._images), "annotations": len(anns), "boxes": 0, "boxes_clipped": 0,
+                  "boxes_dropped_degenerate": 0, "boxes_dropped_outside": 0, "crowd_skipped": 0,
+                  "images_without_boxes": 0}
+        self._anns: list[list[dict]] = [[] for _ in self._images]
+        seen: set[int] = set()
+        for pos, a in enumerate(anns):
+            aid = self._field("annotation", a, pos, "id", _is_int, "an integer")
+            if aid in seen:
+                raise DataError(f"{f}: annotation id={aid}: duplicate annotation id")
+            seen.add(aid)
+            iid = self._field("annotation", a, pos, "image_id", _is_int, "an integer")
+            cid = self._field("annotation", a, pos, "category_id", _is_int, "an integer")
+            bbox = self._field("annotation", a, pos, "bbox",
+                               lambda v: isinstance(v, list) and len(v) == 4 and all(map(_is_number, v)),
+                               "a list of 4 finite numbers [x, y, w, h]")
+            if iid not in self._image_index:
+                raise DataError(f"{f}: annotation id={aid}: field 'image_id' refers to unknown image id {iid}")
+            if cid not in self._cat_index:
+                raise DataError(f"{f}: annotation id={aid}: field 'category_id' refers to unknown category id "
+                                f"{cid} (known: {self.cat_ids})")
+            crowd = a.get("iscrowd", 0)
+            if crowd not in (0, 1, True, False):
+                raise DataError(f"{f}: annotation id={aid}: field 'iscrowd' must be 0 or 1, got {crowd!r}")
+            if self.with_masks and "segmentation" not in a:
+                raise DataError(f"{f}: annotation id={aid}: missing field 'segmentation' (masks were requested)")
+            if crowd:
+                report["crowd_skipped"] += 1
+                continue
+            info = self._images[self._image_index[iid]]
+            x, y, w, h = (float(v) for v in bbox)
+            if w <= 0 or h <= 0:
+                if not self.drop_degenerate:
+                    raise DataError(f"{f}: annotation id={aid}: field 'bbox' has non-positive size w={w}, h={h}")
+                report["boxes_dropped_degenerate"] += 1
+                continue
+            x0, y0 = min(max(x, 0.0), info["width"]), min(max(y, 0.0), info["height"])
+            x1, y1 = min(max(x + w, 0.0), info["width"]), min(max(y + h, 0.0), info["height"])
+            if x1 <= x0 or y1 <= y0:
+                if not self.drop_degenerate:
+                    raise DataError(f"{f}: annotation id={aid}: field 'bbox' {bbox} lies outside image id={iid} "
+                                    f"({info['width']}x{info['height']})")
+                report["boxes_dropped_outside"] += 1
+                continue
+            if (x0, y0, x1, y1) != (x, y, x + w, y + h):
+                report["boxes_clipped"] += 1
+            report["boxes"] += 1
+            self._anns[self._image_index[iid]].append(
+                {"id": aid, "box": (x0, y0, x1, y1), "cls": self._cat_index[cid],
+                 "segmentation": a.get("segmentation")})
+        report["images_without_boxes"] = sum(1 for lst in self._anns if not lst)
+        self.report: dict[str, int] = report
+
+    # --- access --------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def image_info(self, i: int) -> dict:
+        """`{"id", "file_name", "width", "height"}` of image i, from the JSON (no file access)."""
+        return dict(self._images[i])
+
+    def load_image(self, i: int) -> np.ndarray:
+        """uint8 (H, W, 3) RGB, EXIF orientation applied; DataError when missing, unreadable or mis-sized."""
+        info = self._images[i]
+        path = self.image_dir / info["file_name"]
+        where = f"{path} (image id={info['id']}, file_name {info['file_name']!r} in {self.ann_file})"
+        try:
+            with Image.open(path) as img:
+                img = ImageOps.exif_transpose(img)
+                arr = to_rgb_uint8(img)
+        except FileNotFoundError as e:
+            raise DataError(f"{where}: image file not found") from e
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{where}: cannot read image: {e}") from e
+        h, w = arr.shape[:2]
+        if (w, h) != (info["width"], info["height"]):
+            raise DataError(f"{where}: image is {w}x{h} (after EXIF orientation) but the JSON fields "
+                            f"'width'/'height' say {info['width']}x{info['height']}")
+        return arr
+
+    def targets(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(boxes float32 (n, 4) xyxy, classes int64 (n,)) of image i, without loading the image."""
+        anns = self._anns[i]
+        boxes = np.asarray([a["box"] for a in anns], dtype=np.float32).reshape(-1, 4)
+        classes = np.asarray([a["cls"] for a in anns], dtype=np.int64)
+        return boxes, classes
+
+    def load_masks(self, i: int) -> np.ndarray:
+        """bool (n, H, W) masks of image i in annotation order (polygons, RLE or uncompressed RLE)."""
+        info = self._images[i]
+        h, w = info["height"], info["width"]
+        out = np.zeros((len(self._anns[i]), h, w), dtype=bool)
+        for k, a in enumerate(self._anns[i]):
+            seg = a["segmentation"]
+            try:
+                if isinstance(seg, list):  # polygons
+                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+                elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):  # uncompressed RLE
+                    rle = mask_utils.frPyObjects(seg, h, w)
+                elif isinstance(seg, dict) and isinstance(seg.get("counts"), (str, bytes)):
+                    rle = dict(seg)
+                    if list(rle.get("size", [])) != [h, w]:
+                        raise ValueError(f"RLE size {rle.get('size')} differs from the image's [{h}, {w}]")
+                else:
+                    raise TypeError("expected a polygon list or an RLE object {size, counts}")
+                out[k] = mask_utils.decode(rle).astype(bool)
+            except (ValueError, TypeError, IndexError, KeyError) as e:
+                raise DataError(f"{self.ann_file}: annotation id={a['id']}: field 'segmentation' is invalid: "
+                                f"{e}") from e
+        return out
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} images")
+        i %= len(self)
+        boxes, classes = self.targets(i)
+        info = self._images[i]
+        item = {"image": self.load_image(i), "boxes": boxes, "classes": classes, "image_id": info["id"],
+                "file_name": info["file_name"]}
+        if self.with_masks:
+            item["masks"] = self.load_masks(i)
+        return item
+
+    def check_images(self) -> None:
+        """Open every image now; one DataError listing every problem (missing, unreadable, wrong size)."""
+        problems = []
+        for i in range(len(self)):
+            try:
+                self.load_image(i)
+            except DataError as e:
+                problems.append(str(e))
+        if problems:
+            more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise DataError(f"{len(problems)} of {len(self)} images failed:\n" + "\n".join(problems[:20]) + more)
+
+    def summary(self) -> str:
+        """One line on what was read and what was clipped or dropped."""
+        r = self.report
+        return (f"{self.ann_file}: {r['images']} images ({r['images_without_boxes']} without boxes), "
+                f"{r['boxes']} boxes in {len(self.class_names)} classes; clipped {r['boxes_clipped']}, "
+                f"dropped {r['boxes_dropped_degenerate']} degenerate and {r['boxes_dropped_outside']} outside, "
+                f"skipped {r['crowd_skipped']} crowd")
