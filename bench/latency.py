@@ -1,0 +1,314 @@
+"""`boxseg bench latency`: latency per backend x image size x batch, with the pre/infer/post breakdown.
+
+What one measurement is: a batch of ``batch`` synthetic uint8 RGB images (4:3, long side = ``imgsz``, shapes on a
+textured background) goes through the backend's whole pipeline (see :mod:`boxseg.bench.backends`). ``warmup``
+untimed batches, then ``iters`` timed ones; the end-to-end time of each batch is taken with ``perf_counter_ns``
+around ``backend.run`` (synchronising CUDA before each clock read). Reported: p50/p90/p99/mean/std of the batch
+latency, MAD outliers (counted, not dropped), throughput = batch / p50, median stage times, detections per image
+and peak memory over the warm-up and timed batches, model loading excluded (host RSS rise, or the CUDA
+allocator peak for GPU backends; see :mod:`boxseg.bench.timing`).
+
+Threads: every CPU backend gets the same intra-op thread count (``--threads``, default: the cores this process may
+use), so backends are compared on equal terms.
+
+The JSON "summary" holds, per size x batch on CPU, the runtime-issue ratios: runtime end-to-end / bare ORT session
+run, the post-processing share of the runtime's end-to-end, and PyTorch eager end-to-end / runtime end-to-end,
+each with its target.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from boxseg.bench.backends import (
+    Backend,
+    OrtBackend,
+    RuntimeBackend,
+    TensorRTBackend,
+    TorchBackend,
+    export_checkpoint_to_onnx,
+)
+from boxseg.bench.report import write_report
+from boxseg.bench.timing import PeakMemory, summarize
+
+BACKENDS = ("torch", "ort", "runtime", "tensorrt")
+KEYS = ["backend", "device", "size", "batch"]
+TARGETS = {"runtime_over_ort_infer": 1.10, "runtime_post_share": 0.05, "torch_over_runtime": 1.3}
+TABLE_COLUMNS = ["backend", "device", "status", "size", "batch", "p50_ms", "p90_ms", "p99_ms", "img_s",
+                 "pre_ms", "infer_ms", "post_ms", "dets", "peak_mb"]
+TABLE_HEADERS = {"backend": "Backend", "device": "Device", "status": "Status", "size": "Size", "batch": "Batch",
+                 "p50_ms": "p50 ms", "p90_ms": "p90 ms", "p99_ms": "p99 ms", "img_s": "img/s",
+                 "pre_ms": "pre ms", "infer_ms": "infer ms", "post_ms": "post ms", "dets": "dets/img",
+                 "peak_mb": "peak MB"}
+PLOT = [
+    {"kind": "bar", "x": ["size", "batch"], "y": "p50_ms", "group": ["backend", "device"],
+     "title": "p50 latency per batch", "ylabel": "ms", "xlabel": "size, batch"},
+    {"kind": "stacked", "x": ["backend", "device", "size", "batch"], "y": ["pre_ms", "infer_ms", "post_ms"],
+     "title": "stage breakdown (median)", "ylabel": "ms"},
+]
+
+
+def synthetic_images(imgsz: int, batch: int, seed: int = 0, instances: int = 20) -> list[np.ndarray]:
+    """``batch`` uint8 (3/4 imgsz, imgsz, 3) RGB images: smooth gradient + noise with ``instances`` shapes."""
+    rng = np.random.default_rng(seed)
+    h, w = max(32, round(imgsz * 3 / 4)), imgsz
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    images = []
+    for _ in range(batch):
+        base = 90 + 60 * np.sin(xx / (17 + rng.uniform(0, 20)))[..., None] * np.cos(yy / 23)[..., None]
+        img = base + rng.normal(0, 8, (h, w, 3))
+        for _ in range(instances):
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            ry, rx = rng.uniform(0.03, 0.15) * h, rng.uniform(0.03, 0.15) * w
+            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+            img[inside] = rng.uniform(0, 255, 3)
+        images.append(np.clip(img, 0, 255).astype(np.uint8))
+    return images
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=option) from None
+    if not values or any(v <= 0 for v in values):
+        raise click.BadParameter(f"expected positive integers, got {text!r}", param_hint=option)
+    return values
+
+
+def parse_backends(text: str) -> list[str]:
+    names = [v.strip().lower() for v in text.split(",") if v.strip()]
+    for name in names:
+        if name not in BACKENDS:
+            close = difflib.get_close_matches(name, BACKENDS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise click.BadParameter(f"unknown backend {name!r}.{hint} Choose from {', '.join(BACKENDS)}.",
+                                     param_hint="--backends")
+    if not names:
+        raise click.BadParameter("no backend given", param_hint="--backends")
+    return list(dict.fromkeys(names))
+
+
+def _torch_cuda() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _ort_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+class Skipped(Backend):
+    """A backend that cannot run here, with the reason."""
+
+    def __init__(self, name: str, device: str, reason: str) -> None:
+        super().__init__(device)
+        self.name = name
+        self.reason = reason
+
+    def available(self) -> tuple[bool, str]:
+        return False, self.reason
+
+
+def make_backends(model: Path, names: list[str], threads: int, sizes: list[int], batches: list[int],
+                  tmp_dir: Path) -> list[Backend]:
+    """One backend object per (backend, device) to measure; a ``Skipped`` where it cannot be built."""
+    suffix = model.suffix.lower()
+    onnx_path: Path | None = model if suffix == ".onnx" else None
+    onnx_reason = ""
+    if suffix == ".pt" and {"ort", "runtime", "tensorrt"} & set(names):
+        onnx_path, onnx_reason = export_checkpoint_to_onnx(model, tmp_dir)
+    elif suffix not in (".pt", ".onnx", ".engine", ".plan"):
+        onnx_reason = f"unknown model file type {model.suffix!r}"
+    out: list[Backend] = []
+    for name in names:
+        if name == "torch":
+            out.append(TorchBackend(model, device="cpu", threads=threads))
+            if _torch_cuda():
+                out.append(TorchBackend(model, device="cuda", threads=threads))
+        elif name in ("ort", "runtime"):
+            cls = OrtBackend if name == "ort" else RuntimeBackend
+            if onnx_path is None:
+                out.append(Skipped(name, "cpu", onnx_reason or f"needs an ONNX file, got {model.name}"))
+                continue
+            out.append(cls(onnx_path, device="cpu", threads=threads))
+            if name == "ort" and _ort_cuda():
+                out.append(OrtBackend(onnx_path, device="cuda", threads=threads))
+        elif name == "tensorrt":
+            engine = model if suffix in (".engine", ".plan") else onnx_path
+            if engine is None:
+                out.append(Skipped(name, "cuda", onnx_reason))
+                continue
+            out.append(TensorRTBackend(engine, device="cuda", max_imgsz=max(sizes), max_batch=max(batches)))
+    return out
+
+
+def measure_one(backend: Backend, size: int, batch: int, iters: int, warmup: int) -> dict[str, Any]:
+    """Time one backend at one size x batch; returns the row's metric fields."""
+    backend.prepare(size, batch)
+    images = synthetic_images(size, batch)
+    cuda = backend.device.startswith("cuda")
+    e2e: list[float] = []
+    stages: dict[str, list[float]] = {"pre": [], "infer": [], "post": []}
+    dets: list[float] = []
+    with PeakMemory(backend.device if cuda else None) as mem:
+        for _ in range(warmup):
+            backend.run(images)
+        for _ in range(iters):
+            backend.sync()
+            t0 = time.perf_counter_ns()
+            out = backend.run(images)
+            backend.sync()
+            e2e.append((time.perf_counter_ns() - t0) / 1e6)
+            for k, samples in stages.items():
+                if out.get(k) is not None:
+                    samples.append(float(out[k]))
+            if out.get("dets") is not None:
+                dets.append(float(out["dets"]) / batch)
+    st = summarize(e2e)
+    med = {k: (float(np.median(v)) if len(v) == len(e2e) else None) for k, v in stages.items()}
+    return {
+        "p50_ms": st.p50, "p90_ms": st.p90, "p99_ms": st.p99, "mean_ms": st.mean, "std_ms": st.std,
+        "min_ms": st.min, "outliers": st.outliers, "img_s": batch * 1000.0 / st.p50 if st.p50 > 0 else None,
+        "pre_ms": med["pre"], "infer_ms": med["infer"], "post_ms": med["post"],
+        "dets": float(np.mean(dets)) if dets else None, "peak_mb": mem.mb,
+    }
+
+
+def run_latency(model: Path, names: list[str], sizes: list[int], batches: list[int], iters: int, warmup: int,
+                threads: int, log: Any = None) -> list[dict[str, Any]]:
+    """Every backend x size x batch; never raises for a backend that is missing or fails (status says why)."""
+    say = log or (lambda msg: click.echo(msg, err=True))
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="boxseg-bench-") as tmp:
+        for backend in make_backends(model, names, threads, sizes, batches, Path(tmp)):
+            base = {"backend": backend.name, "device": backend.device}
+            ok, reason = backend.available()
+            if not ok:
+                say(f"{backend.name} ({backend.device}): skipped: {reason}")
+                rows.append({**base, "status": f"skipped: {reason}", "size": None, "batch": None,
+                             "threads": None})
+                continue
+            try:
+                for size in sizes:
+                    for batch in batches:
+                        row = {**base, "status": "ok", "size": size, "batch": batch,
+                               "threads": threads if backend.device == "cpu" else None}
+                        say(f"{backend.name} ({backend.device}) size {size} batch {batch} ...")
+                        try:
+                            row.update(measure_one(backend, size, batch, iters, warmup))
+                        except Exception as exc:  # noqa: BLE001 - one failing backend must not end the bench
+                            row["status"] = f"error: {type(exc).__name__}: {str(exc)[:200]}"
+                            say(f"  {row['status']}")
+                        rows.append(row)
+            finally:
+                backend.close()
+    return rows
+
+
+def summarize_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Runtime-issue ratios on CPU per size x batch (see module docstring); None where a backend is missing."""
+    ok = {(r["backend"], r["size"], r["batch"]): r for r in rows if r.get("status") == "ok" and r["device"] == "cpu"}
+    out: dict[str, Any] = {"targets": dict(TARGETS)}
+    for size, batch in sorted({(s, b) for _, s, b in ok}):
+        rt, ort, pt = (ok.get((n, size, batch)) for n in ("runtime", "ort", "torch"))
+
+        def ratio(a: float | None, b: float | None) -> float | None:
+            return a / b if a is not None and b else None
+
+        entry: dict[str, Any] = {
+            "runtime_e2e_ms": rt and rt["p50_ms"],
+            "ort_infer_ms": ort and ort["infer_ms"],
+            "ort_e2e_ms": ort and ort["p50_ms"],
+            "torch_e2e_ms": pt and pt["p50_ms"],
+            "dets_per_image": (rt or ort or pt or {}).get("dets"),
+            "runtime_over_ort_infer": ratio(rt and rt["p50_ms"], ort and ort["infer_ms"]),
+            "runtime_post_share": ratio(rt and rt["post_ms"], rt and rt["p50_ms"]),
+            "ort_over_ort_infer": ratio(ort and ort["p50_ms"], ort and ort["infer_ms"]),
+            "torch_over_runtime": ratio(pt and pt["p50_ms"], rt and rt["p50_ms"]),
+        }
+        entry["meets"] = {
+            "runtime_over_ort_infer": None if entry["runtime_over_ort_infer"] is None
+            else entry["runtime_over_ort_infer"] <= TARGETS["runtime_over_ort_infer"],
+            "runtime_post_share": None if entry["runtime_post_share"] is None
+            else entry["runtime_post_share"] <= TARGETS["runtime_post_share"],
+            "torch_over_runtime": None if entry["torch_over_runtime"] is None
+            else entry["torch_over_runtime"] >= TARGETS["torch_over_runtime"],
+        }
+        out[f"size{size}_batch{batch}"] = entry
+    return out
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@click.command("latency", help="Latency per backend x image size x batch, with a stage breakdown.")
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="A checkpoint (.pt) or an exported model (.onnx; .engine/.plan for tensorrt).")
+@click.option("--backends", default=",".join(BACKENDS), show_default=True,
+              help=f"Comma-separated subset of {', '.join(BACKENDS)}.")
+@click.option("--imgsz", default="640", show_default=True, help="Comma-separated long-side sizes, e.g. 512,640,800.")
+@click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,4.")
+@click.option("--iters", default=50, show_default=True, type=click.IntRange(min=1), help="Timed batches.")
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Untimed batches before timing.")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="Intra-op threads for every CPU backend [default: the cores this process may use].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the report) instead of the table.")
+@click.option("--out", "out_dir", default="runs/bench/latency", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for latency.json/.csv/.md/.png.")
+def cli(model_path: str, backends: str, imgsz: str, batch: str, iters: int, warmup: int, threads: int | None,
+        as_json: bool, out_dir: str) -> None:
+    names = parse_backends(backends)
+    sizes = parse_int_list(imgsz, "--imgsz")
+    batches = parse_int_list(batch, "--batch")
+    threads = threads or _default_threads()
+    rows = run_latency(Path(model_path), names, sizes, batches, iters, warmup, threads)
+    summary = summarize_targets(rows)
+    from boxseg.bench.machine import machine_info
+
+    meta = {"model": str(model_path), "backends": names, "imgsz": sizes, "batch": batches, "iters": iters,
+            "warmup": warmup, "threads": threads, "keys": KEYS,
+            "input": "synthetic uint8 RGB, 4:3, long side = size, 20 shapes per image"}
+    table = write_report("latency", rows, out_dir, meta, PLOT, summary=summary,
+                         machine=machine_info(with_torch="torch" in sys.modules),
+                         columns=TABLE_COLUMNS, headers=TABLE_HEADERS)
+    if as_json:
+        click.echo(json.dumps(json.loads((Path(out_dir) / "latency.json").read_text()), allow_nan=False))
+        return
+    click.echo(table)
+    for key, entry in summary.items():
+        if key == "targets":
+            continue
+        parts = []
+        for name, target in TARGETS.items():
+            value = entry[name]
+            if value is not None:
+                mark = "ok" if entry["meets"][name] else "MISSED"
+                sign = ">=" if name == "torch_over_runtime" else "<="
+                parts.append(f"{name} {value:.3g} (target {sign} {target}: {mark})")
+        if parts:
+            click.echo(f"{key}: " + "; ".join(parts))
+    click.echo(f"wrote {Path(out_dir) / 'latency'}.{{json,csv,md,png}}")
