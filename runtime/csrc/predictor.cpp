@@ -1,0 +1,141 @@
+#include "predictor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <new>
+#include <stdexcept>
+
+#include "postprocess.h"
+
+namespace boxseg {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+void check_image(const ImageView& im, size_t index) {
+  const std::string where = "image " + std::to_string(index);
+  if (im.height <= 0 || im.width <= 0)
+    throw std::invalid_argument(where + " has zero size (" + std::to_string(im.height) + " x " +
+                                std::to_string(im.width) + "); expected height and width >= 1");
+  if (im.data == nullptr) throw std::invalid_argument(where + " has no data");
+  if (im.stride_y < 0 || im.stride_x < 0 || im.stride_c < 0)
+    throw std::invalid_argument(where + " has negative strides; pass a contiguous copy");
+}
+
+}  // namespace
+
+Predictor::Predictor(const PredictorConfig& config) : config_(config) {
+  if (config_.min_size < 0 || config_.max_size < 0)
+    throw std::invalid_argument("min_size and max_size must be >= 0 (0 = no limit)");
+  if (config_.threads < 0) throw std::invalid_argument("threads must be >= 0 (0 = one per hardware thread)");
+  BackendConfig bc{config_.model_path, config_.device, config_.threads};
+  backend_ = make_backend(bc);
+  info_ = parse_model_info(backend_->metadata(), config_.model_path);
+  input_spec_.type = backend_->input_type();
+  input_spec_.normalize = info_.normalize_input;
+  input_spec_.mean = info_.mean;
+  input_spec_.std = info_.std;
+  mask_threshold_ = config_.mask_threshold >= 0.f ? config_.mask_threshold : info_.mask_threshold;
+  pool_ = std::make_unique<ThreadPool>(config_.threads);
+}
+
+BatchResult Predictor::predict(const std::vector<ImageView>& images, bool rle) const {
+  const auto t0 = Clock::now();
+  if (images.empty()) throw std::invalid_argument("no images given; expected at least one (H, W, 3) uint8 image");
+  std::vector<ResizePlan> plans;
+  plans.reserve(images.size());
+  for (size_t i = 0; i < images.size(); ++i) {
+    check_image(images[i], i);
+    plans.push_back(plan_resize(images[i].height, images[i].width, config_.min_size, config_.max_size));
+  }
+  const auto padded = padded_size(plans, info_.size_divisor);
+  const int64_t B = static_cast<int64_t>(images.size()), H = padded[0], W = padded[1];
+  const size_t elems = static_cast<size_t>(B * 3 * H * W);
+
+  // Uninitialised on purpose: preprocess writes every element, padding included.
+  std::unique_ptr<float[]> input_f;
+  std::unique_ptr<uint8_t[]> input_u8;
+  void* input = nullptr;
+  if (input_spec_.type == InputType::Float32) {
+    input_f.reset(new float[elems]);
+    input = input_f.get();
+  } else {
+    input_u8.reset(new uint8_t[elems]);
+    input = input_u8.get();
+  }
+  preprocess_batch(images, plans, H, W, input_spec_, input, *pool_);
+  const auto t1 = Clock::now();
+
+  const BackendOutputs out = backend_->run(input, B, H, W);
+  const auto t2 = Clock::now();
+
+  const int64_t stride = info_.mask_stride;
+  if (out.mask_h * stride != H || out.mask_w * stride != W)
+    throw std::runtime_error(config_.model_path + ": output 'masks' is " + std::to_string(out.mask_h) + " x " +
+                             std::to_string(out.mask_w) + " for a " + std::to_string(H) + " x " +
+                             std::to_string(W) + " input; expected input / boxseg.mask_stride (" +
+                             std::to_string(stride) + ")");
+
+  BatchResult result;
+  result.input_height = H;
+  result.input_width = W;
+  result.images.resize(images.size());
+  struct Task {
+    int64_t b, d, k;
+  };
+  std::vector<Task> tasks;
+  std::vector<PasteGeometry> geometry(images.size());
+  std::vector<std::vector<std::array<float, 4>>> boxes(images.size());
+  for (int64_t b = 0; b < B; ++b) {
+    Detections& det = result.images[static_cast<size_t>(b)];
+    const ResizePlan& plan = plans[static_cast<size_t>(b)];
+    det.height = plan.src_h;
+    det.width = plan.src_w;
+    PasteGeometry& g = geometry[static_cast<size_t>(b)];
+    g = {plan.src_h, plan.src_w, plan.scale_y(), plan.scale_x(), stride, mask_threshold_};
+    const int64_t nd = std::clamp<int64_t>(out.num_dets[b], 0, out.max_dets);
+    for (int64_t d = 0; d < nd; ++d) {
+      const int64_t row = b * out.max_dets + d;
+      const float score = out.scores[row];
+      const int64_t cls = out.classes[row];
+      if (!(score >= config_.score_threshold) || cls < 0) continue;
+      const auto box = rescale_box(out.boxes + row * 4, g);
+      tasks.push_back({b, d, det.count()});
+      boxes[static_cast<size_t>(b)].push_back(box);
+      det.boxes.insert(det.boxes.end(), box.begin(), box.end());
+      det.scores.push_back(score);
+      det.classes.push_back(cls);
+    }
+    const size_t plane = static_cast<size_t>(det.height * det.width);
+    if (rle) {
+      det.rle_counts.resize(det.scores.size());
+    } else {
+      det.masks.reset(static_cast<uint8_t*>(std::calloc(std::max<size_t>(1, plane * det.scores.size()), 1)));
+      if (!det.masks) throw std::bad_alloc();
+    }
+  }
+  const size_t mask_plane = static_cast<size_t>(out.mask_h * out.mask_w);
+  pool_->parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t t) {
+    const Task& task = tasks[static_cast<size_t>(t)];
+    Detections& det = result.images[static_cast<size_t>(task.b)];
+    const PasteGeometry& g = geometry[static_cast<size_t>(task.b)];
+    const auto& box = boxes[static_cast<size_t>(task.b)][static_cast<size_t>(task.k)];
+    const float* mask = out.masks + static_cast<size_t>(task.b * out.max_dets + task.d) * mask_plane;
+    if (rle) {
+      det.rle_counts[static_cast<size_t>(task.k)] = paste_mask_rle(mask, out.mask_h, out.mask_w, box, g);
+    } else {
+      uint8_t* dst = det.masks.get() + static_cast<size_t>(task.k) * static_cast<size_t>(g.height * g.width);
+      paste_mask(mask, out.mask_h, out.mask_w, box, g, dst, /*plane_is_zeroed=*/true);
+    }
+  });
+  const auto t3 = Clock::now();
+  result.timings = {ms_between(t0, t1), ms_between(t1, t2), ms_between(t2, t3), ms_between(t0, t3)};
+  return result;
+}
+
+}  // namespace boxseg

@@ -1,0 +1,82 @@
+// The runtime core: owns a backend and a thread pool; turns uint8 RGB images into detections at the original
+// resolution. No Python and no libtorch: the nanobind module and the C++ example both use this class.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "metadata.h"
+#include "preprocess.h"
+#include "thread_pool.h"
+
+namespace boxseg {
+
+struct PredictorConfig {
+  std::string model_path;
+  std::string device = "cpu";    // "cpu", "cuda", "cuda:N"
+  int threads = 0;               // inference threads and pre/post pool size; 0 = one per hardware thread
+  int64_t min_size = 0;          // resize policy (plan_resize); both 0 keeps the original size
+  int64_t max_size = 0;
+  float score_threshold = 0.f;   // keep detections with score >= this (on top of the graph's num_dets)
+  float mask_threshold = -1.f;   // < 0: the model's boxseg.mask_threshold
+};
+
+// calloc-ed so that large, mostly-background mask planes cost no explicit zeroing; release with std::free.
+struct FreeDeleter {
+  void operator()(void* p) const noexcept { std::free(p); }
+};
+using MaskBuffer = std::unique_ptr<uint8_t[], FreeDeleter>;
+
+// Detections of one image, in original pixels.
+struct Detections {
+  int64_t height = 0;
+  int64_t width = 0;
+  std::vector<float> boxes;     // (n, 4) xyxy, clipped to the image
+  std::vector<float> scores;    // (n,)
+  std::vector<int64_t> classes; // (n,)
+  MaskBuffer masks;                     // (n, height, width) of 0/1, when masks were requested as arrays
+  std::vector<std::string> rle_counts;  // n pycocotools counts strings, when RLE was requested
+  int64_t count() const { return static_cast<int64_t>(scores.size()); }
+};
+
+struct StageTimings {
+  double pre_ms = 0.0;
+  double infer_ms = 0.0;
+  double post_ms = 0.0;
+  double total_ms = 0.0;
+};
+
+struct BatchResult {
+  std::vector<Detections> images;
+  StageTimings timings;
+  int64_t input_height = 0;  // padded batch size given to the graph
+  int64_t input_width = 0;
+};
+
+class Predictor {
+ public:
+  explicit Predictor(const PredictorConfig& config);
+
+  // Thread-safe: many threads may call predict on one Predictor at once.
+  BatchResult predict(const std::vector<ImageView>& images, bool rle) const;
+
+  const ModelInfo& info() const { return info_; }
+  const PredictorConfig& config() const { return config_; }
+  std::string backend_name() const { return backend_->name(); }
+  float mask_threshold() const { return mask_threshold_; }
+  int pool_size() const { return pool_->size(); }
+
+ private:
+  PredictorConfig config_;
+  std::unique_ptr<Backend> backend_;
+  ModelInfo info_;
+  InputSpec input_spec_;
+  float mask_threshold_ = 0.5f;
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+}  // namespace boxseg

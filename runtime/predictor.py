@@ -1,0 +1,145 @@
+"""`boxseg.runtime.Predictor`: numpy in, numpy out, backed by the C++ core. Never imports torch.
+
+    predictor = Predictor("model.onnx", device="cpu", threads=4)
+    out = predictor(image)                   # image: uint8 (H, W, 3) RGB
+    out["boxes"]    float32 (n, 4) xyxy in original pixels
+    out["scores"]   float32 (n,)
+    out["classes"]  int64 (n,) contiguous class indices (names: predictor.class_names)
+    out["masks"]    bool (n, H, W), or with rle=True a list of COCO RLE dicts {"size": [H, W], "counts": str}
+    predictor.last_timings   {"pre_ms", "infer_ms", "post_ms", "total_ms", "end_to_end_ms", ...} (this thread)
+
+One Predictor may be shared by many threads; the GIL is released while the C++ core runs.
+Environment: BOXSEG_ORT_LIBRARY picks the ONNX Runtime library (default: the installed onnxruntime wheel's);
+BOXSEG_ORT_SPIN=1 turns ONNX Runtime's intra-op spin-waiting back on (off by default: spinning threads starve
+the pre/post-processing pool that runs right before and after each inference).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from boxseg.runtime._native import load_core
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def _as_image(image: Any, index: int) -> np.ndarray:
+    """Checks one input image; returns an array the core accepts (views stay views where possible)."""
+    where = f"image {index}"
+    if not isinstance(image, np.ndarray):
+        raise TypeError(
+            f"{where}: expected a numpy uint8 array of shape (H, W, 3), got {type(image).__name__}"
+        )
+    if image.dtype != np.uint8:
+        raise ValueError(f"{where}: expected dtype uint8 (RGB 0..255), got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{where}: expected shape (H, W, 3) RGB, got {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{where}: zero-size image {image.shape}; expected H, W >= 1")
+    if any(s < 0 for s in image.strides):
+        # The core reads any non-negative strides in place; flipped views are copied.
+        image = np.ascontiguousarray(image)
+    return image
+
+
+class Predictor:
+    """Runs an exported BoxSeg model (ONNX, or a TensorRT engine where built) on uint8 RGB images.
+
+    Args:
+        model_path: the exported `.onnx` file (or `.engine` with the TensorRT backend).
+        device: "cpu", "cuda" or "cuda:N" ("cuda" needs onnxruntime-gpu: `pip install boxseg[gpu]`).
+        threads: inference threads and pre/post-processing pool size; 0 = one per hardware thread.
+        min_size, max_size: resize keeping the aspect ratio so the shorter side is min_size and the longer at
+            most max_size (each ignored when 0); both 0 (default) runs at the original size, padded to the
+            model's `boxseg.size_divisor`.
+        score_threshold: drop detections scoring below this (the graph already caps and sorts them).
+        mask_threshold: probability above which a pixel is foreground; None = the model's
+            `boxseg.mask_threshold`.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        device: str = "cpu",
+        threads: int = 0,
+        *,
+        min_size: int = 0,
+        max_size: int = 0,
+        score_threshold: float = 0.0,
+        mask_threshold: float | None = None,
+    ) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model file not found")
+        if not isinstance(device, str) or not _DEVICE.match(device):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        for name, value in (("threads", threads), ("min_size", min_size), ("max_size", max_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if mask_threshold is not None and not 0.0 <= float(mask_threshold) <= 1.0:
+            raise ValueError(f"mask_threshold must be in [0, 1], got {mask_threshold!r}")
+        core = load_core()
+        self.model_path = path
+        self.device = device
+        self._core = core.CorePredictor(
+            str(path),
+            device,
+            int(threads),
+            int(min_size),
+            int(max_size),
+            float(score_threshold),
+            -1.0 if mask_threshold is None else float(mask_threshold),
+        )
+        info = self._core.info
+        self.info: dict[str, Any] = info
+        self.metadata: dict[str, str] = info["metadata"]
+        self.class_names: list[str] = info["class_names"]
+        self.size_divisor: int = info["size_divisor"]
+        self.mask_stride: int = info["mask_stride"]
+        self.mask_threshold: float = self._core.mask_threshold
+        self.backend: str = self._core.backend
+        self._local = threading.local()
+
+    def __call__(self, image: np.ndarray, *, rle: bool = False) -> dict[str, Any]:
+        """Detections for one uint8 (H, W, 3) RGB image."""
+        return self.predict_batch([image], rle=rle)[0]
+
+    def predict_batch(
+        self, images: Sequence[np.ndarray] | np.ndarray, *, rle: bool = False
+    ) -> list[dict[str, Any]]:
+        """Detections for several images (any sizes) run as one padded batch; one dict per image."""
+        if isinstance(images, np.ndarray):
+            if images.ndim != 4:
+                raise ValueError(
+                    f"predict_batch: expected a list of (H, W, 3) images or a (B, H, W, 3) array, got {images.shape}"
+                )
+            images = list(images)
+        if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+            raise TypeError(f"predict_batch: expected a list of images, got {type(images).__name__}")
+        if len(images) == 0:
+            raise ValueError("predict_batch: no images given")
+        arrays = [_as_image(im, i) for i, im in enumerate(images)]
+        start = time.perf_counter()
+        detections, timings, input_hw = self._core.predict(arrays, bool(rle))
+        timings["end_to_end_ms"] = (time.perf_counter() - start) * 1e3
+        timings["batch"] = len(arrays)
+        timings["input_hw"] = tuple(input_hw)
+        self._local.timings = timings
+        return detections
+
+    @property
+    def last_timings(self) -> dict[str, Any] | None:
+        """Stage timings (milliseconds) of this thread's last call: pre, infer, post, total (C++ side) and
+        end_to_end (including the Python wrapper); None before the first call."""
+        return getattr(self._local, "timings", None)
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor({str(self.model_path)!r}, backend={self.backend!r}, classes={len(self.class_names)})"
+        )
