@@ -1,11 +1,45 @@
-"""`boxseg predict` (not built yet)."""
+"""`boxseg predict`: run a checkpoint on images; write COCO results JSON and overlay PNGs."""
+
+from __future__ import annotations
+
+import json
 
 import click
 
 from boxseg.cli import COMMANDS, not_built
 
 
-@click.command("predict", help=COMMANDS["predict"], context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def cli(args: tuple[str, ...]) -> None:
-    not_built("`boxseg predict`", "open issue")
+@click.command("predict", help=COMMANDS["predict"])
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A training checkpoint (.pt).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="An exported model (.onnx) run by boxseg.runtime.")
+@click.option("--images", required=True, type=click.Path(), help="An image file or a folder of images.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--score-thr", type=float, default=0.3, show_default=True, help="Keep detections at or above this.")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N")
+@click.option("--batch", type=int, default=4, show_default=True, help="Images per forward pass.")
+@click.option("--no-overlays", is_flag=True, help="Write results.json only.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
+def cli(checkpoint: str | None, model_path: str | None, images: str, out_dir: str, score_thr: float, device: str,
+        batch: int, no_overlays: bool, as_json: bool) -> None:
+    if (checkpoint is None) == (model_path is None):
+        raise click.UsageError("give exactly one of --checkpoint CKPT or --model MODEL.onnx")
+    if model_path is not None:
+        not_built("`boxseg predict --model` (exported-model prediction through boxseg.runtime)", "runtime issue")
+    from boxseg.train.checkpoint import CheckpointError
+    from boxseg.train.config import ConfigError
+    from boxseg.train.predict import predict_folder
+
+    try:
+        summary = predict_folder(checkpoint, images, out_dir, score_thr=score_thr, device=device,
+                                 batch_size=batch, overlays=not no_overlays)
+    except (CheckpointError, ConfigError, FileNotFoundError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"predicted {summary['instances']} instances on {summary['images']} images "
+               f"(score >= {summary['score_thr']})")
+    click.echo(f"  results:  {summary['results']}")
+    if summary["overlays"]:
+        click.echo(f"  overlays: {summary['overlays']}/<image>.png")

@@ -1,11 +1,113 @@
-"""`boxseg train` (not built yet)."""
+"""`boxseg train`: train a preset on a COCO-format dataset folder.
+
+Multi-GPU / multi-process: ``torchrun --nproc_per_node N --no-python boxseg train ...`` (gloo on CPU, nccl on
+CUDA); ``--batch`` is the global batch, split evenly over the processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
 
 import click
 
-from boxseg.cli import COMMANDS, not_built
+from boxseg.cli import COMMANDS
+
+EPILOG = """\b
+Extra arguments are config overrides, key=value with a YAML value:
+  boxseg train --preset boxinst --data D --out RUN solver.lr=0.02 input.train_scales=[256,320]
+Precedence: preset < --config < the flags above < key=value. Writes RUN/config.yaml (resolved),
+RUN/metrics.jsonl and RUN/checkpoints/last.pt.
+Several processes (gloo on CPU, nccl on CUDA):
+  torchrun --nproc_per_node 2 --no-python boxseg train ... (--batch is the global batch)"""
 
 
-@click.command("train", help=COMMANDS["train"], context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def cli(args: tuple[str, ...]) -> None:
-    not_built("`boxseg train`", "open issue")
+@click.command("train", help=COMMANDS["train"], epilog=EPILOG)
+@click.option("--preset", default=None, help="Preset name (configs/<preset>.yaml), e.g. boxinst or condinst.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="A YAML file applied over the preset.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Training dataset folder (DIR/annotations.json + DIR/images/).")
+@click.option("--val-data", "val_dir", type=click.Path(file_okay=False), default=None,
+              help="Validation dataset folder (periodic and final evaluation).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Run folder.")
+@click.option("--iters", type=int, default=None, help="solver.max_iter")
+@click.option("--batch", type=int, default=None, help="solver.ims_per_batch (global, all processes)")
+@click.option("--device", default=None, help="cpu | cuda | cuda:N")
+@click.option("--workers", type=int, default=None, help="DataLoader workers (default: 0 on CPU, 2 on CUDA)")
+@click.option("--resume", is_flag=True, help="Continue from RUN/checkpoints/last.pt (config from RUN/config.yaml "
+              "when --preset is not given).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
+@click.argument("overrides", nargs=-1)
+def cli(preset: str | None, config_path: str | None, data_dir: str | None, val_dir: str | None, out_dir: str,
+        iters: int | None, batch: int | None, device: str | None, workers: int | None, resume: bool,
+        as_json: bool, overrides: tuple[str, ...]) -> None:
+    from boxseg.data.errors import DataError
+    from boxseg.train.checkpoint import CheckpointError
+    from boxseg.train.config import (
+        ConfigError,
+        apply_override,
+        config_from_dict,
+        load_config,
+        merge_dict,
+        read_yaml,
+    )
+    from boxseg.train.loop import Trainer, TrainingDiverged
+
+    flags = {
+        "data.train_dir": data_dir, "data.val_dir": val_dir, "runtime.out_dir": out_dir,
+        "solver.max_iter": iters, "solver.ims_per_batch": batch, "runtime.device": device,
+        "data.workers": workers,
+    }
+    # Flags as overrides (JSON is valid YAML, so paths and strings survive the YAML parse), then key=value.
+    all_overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(overrides)
+    for item in overrides:
+        if "=" not in item:
+            raise click.UsageError(f"unexpected argument '{item}': overrides look like key=value (solver.lr=0.02)")
+    try:
+        saved = Path(out_dir) / "config.yaml"
+        if preset is None and resume and saved.is_file():
+            cfg = config_from_dict(read_yaml(saved), source=str(saved))
+            if config_path:
+                cfg = merge_dict(cfg, read_yaml(Path(config_path)), source=config_path)
+            for item in all_overrides:
+                cfg = apply_override(cfg, item)
+        elif preset is None:
+            raise click.UsageError("--preset is required (e.g. --preset boxinst), except with --resume on a run "
+                                   "folder that has config.yaml")
+        else:
+            cfg = load_config(preset, config_path, all_overrides)
+        summary = Trainer(cfg, resume=resume).train()
+    except (ConfigError, CheckpointError, DataError, TrainingDiverged) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    from boxseg.train.distributed import launched_by_torchrun
+
+    if launched_by_torchrun() and _rank() != 0:
+        return
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    _print_summary(summary)
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def _print_summary(s: dict) -> None:
+    out = sys.stdout
+    print(f"trained iterations {s['start_iteration']} -> {s['iterations']}", file=out)
+    print(f"  checkpoint: {s['checkpoint']}", file=out)
+    print(f"  config:     {s['config']}", file=out)
+    print(f"  metrics:    {s['metrics']}", file=out)
+    if s["final_losses"]:
+        terms = ", ".join(f"{k} {v:.4f}" for k, v in s["final_losses"].items())
+        print(f"  final losses: {terms}", file=out)
+    if s.get("eval"):
+        e = s["eval"]
+        print(f"  eval: segm AP {e['segm']['AP']:.2f} (AP50 {e['segm']['AP50']:.2f}), "
+              f"bbox AP {e['bbox']['AP']:.2f}", file=out)

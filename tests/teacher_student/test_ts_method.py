@@ -1,0 +1,174 @@
+"""The teacher-student Method on the real model, data pipeline and loop (tiny model, 64x64 synthetic images)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from boxseg.train.checkpoint import load_checkpoint
+from boxseg.train.config import InputConfig, load_config
+from boxseg.train.data import TrainDataset, collate
+from boxseg.train.loop import Trainer
+from boxseg.train.losses.criterion import Criterion
+from boxseg.train.pseudo.config import (
+    ColorJitterConfig,
+    GaussianBlurConfig,
+    GrayscaleConfig,
+    PCConfig,
+    QAMConfig,
+    StudentAugConfig,
+    TeacherConfig,
+    TeacherInputConfig,
+)
+from boxseg.train.teacher_student import TeacherStudentMethod
+
+from boxseg.data.coco import CocoDataset
+from boxseg.data.synth import generate_dataset
+from boxseg.model.condinst import CondInst
+from boxseg.model.config import ModelConfig
+
+NO_PHOTO = StudentAugConfig(color_jitter=ColorJitterConfig(p=0.0), grayscale=GrayscaleConfig(p=0.0),
+                            gaussian_blur=GaussianBlurConfig(p=0.0))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ts_data")
+    generate_dataset(out, num_images=4, size=(64, 64), progress=False)
+    return out
+
+
+def _cfg(data_dir: Path, out_dir: Path, **sections):
+    cfg = load_config("boxinst", overrides=[
+        "solver.max_iter=3", "solver.ims_per_batch=2", "solver.warmup_iters=0", "solver.lr=0.05",
+        "runtime.progress=false", "runtime.checkpoint_every=0", "input.train_scales=[48, 64]",
+        "input.train_max_size=96", "input.test_size=64", f"data.train_dir={data_dir}", f"runtime.out_dir={out_dir}"])
+    # score_thresh 0: an untrained model's scores are ~0.01, and QAM's pool must not be empty in a 3-step run.
+    cfg = dataclasses.replace(cfg, model=ModelConfig.tiny(num_classes=4, score_thresh=0.0))
+    cfg.teacher = TeacherConfig(input=TeacherInputConfig(short=64, max=96), ema_momentum=0.99)
+    cfg.qam = QAMConfig(tau_score=0.0, tau_pixel=0.0)  # gates open: an untrained teacher still yields labels
+    cfg.pc = PCConfig(tau=0.0)
+    cfg.pseudo_labeler = "qam"
+    cfg.method = "teacher_student"
+    for k, v in sections.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def _snapshot(m: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def test_short_run_teacher_changes_only_through_ema(data_dir: Path, tmp_path: Path):
+    cfg = _cfg(data_dir, tmp_path / "run")
+    seen: dict[str, list] = {"stats": [], "ema_checked": []}
+
+    class Spy(TeacherStudentMethod):
+        def prepare_batch(self, batch, it):
+            before = _snapshot(self.teacher)
+            out = super().prepare_batch(batch, it)
+            after = _snapshot(self.teacher)
+            assert all(torch.equal(before[k], after[k]) for k in before)  # labelling never changes the teacher
+            self._before_step = after
+            seen["stats"].append(dict(self.last_stats))
+            for t in out["targets"]:
+                n = t["boxes"].shape[0]
+                assert t["pseudo_masks"].shape == (n, *[s // 4 for s in out["images"].shape[-2:]])
+                assert t["pseudo_weights"].shape == (n,) and t["pseudo_valid"].dtype == torch.bool
+            assert out["color_images"].shape == out["images"].shape
+            return out
+
+        def after_step(self, it):
+            now = _snapshot(self.teacher)
+            # The optimizer step moved the student but not the teacher.
+            assert all(torch.equal(self._before_step[k], now[k]) for k in now)
+            assert all(p.grad is None for p in self.teacher.parameters())
+            student = dict(self.student.named_parameters())
+            super().after_step(it)
+            m = self.ema.momentum
+            for k, p in self.teacher.named_parameters():
+                torch.testing.assert_close(p, m * self._before_step[k] + (1 - m) * student[k].detach(),
+                                           atol=1e-6, rtol=0)
+            seen["ema_checked"].append(it)
+
+    trainer = Trainer(cfg, method_factory=Spy)
+    summary = trainer.train()
+    assert seen["ema_checked"] == [0, 1, 2]
+    assert any(s["pseudo_valid"] > 0 for s in seen["stats"])
+    assert seen["stats"][-1]["bank_size"] > 0 and sum(s["pastes"] for s in seen["stats"]) > 0
+    assert "loss_mask_sup" in summary["final_losses"]
+    ckpt = load_checkpoint(Path(summary["checkpoint"]))
+    method = trainer.method
+    assert ckpt["teacher"] is not None
+    for k, v in method.teacher.state_dict().items():
+        assert torch.equal(ckpt["teacher"][k], v)
+    assert len(ckpt["method"]["bank"]["entries"]) == len(method.bank) > 0
+    assert ckpt["method"]["ema_updates"] == 3
+    # The student is what gets evaluated (and exported).
+    assert method.model_for_eval is method.student
+
+
+def _batch(data_dir: Path, flip: float, scale: int = 64) -> dict:
+    ds = TrainDataset(CocoDataset(data_dir), InputConfig(train_scales=(scale,), train_max_size=96, hflip_prob=flip),
+                      keep_original=True)
+    return collate([ds[(0, 1)], ds[(1, 2)]])
+
+
+def _method(cfg) -> TeacherStudentMethod:
+    torch.manual_seed(0)
+    model = CondInst(cfg.model)
+    return TeacherStudentMethod(cfg, model, Criterion(cfg.loss, cfg.model))
+
+
+@pytest.mark.parametrize("labeller", ["qam", "bpma"])
+def test_labels_do_not_depend_on_the_student_flip(data_dir: Path, tmp_path: Path, labeller: str):
+    cfg = _cfg(data_dir, tmp_path, student=NO_PHOTO, pc=PCConfig(enabled=False), pseudo_labeler=labeller)
+    if labeller == "bpma":
+        cfg.bpma = dataclasses.replace(cfg.bpma, tau_iou=0.0, tau_c=0.0, score="cls")
+    method = _method(cfg)
+    plain = method.prepare_batch(_batch(data_dir, 0.0), 0)
+    flipped = method.prepare_batch(_batch(data_dir, 1.0), 0)
+    for a, b in zip(plain["targets"], flipped["targets"]):
+        assert torch.equal(a["pseudo_valid"], b["pseudo_valid"])
+        torch.testing.assert_close(a["pseudo_weights"], b["pseudo_weights"])
+        # Same teacher view, so the student-frame masks are mirror images (the padded width is 64 here).
+        torch.testing.assert_close(a["pseudo_masks"].flip(-1), b["pseudo_masks"], atol=1e-5, rtol=0)
+    assert any(bool(t["pseudo_valid"].any()) for t in plain["targets"])
+    assert torch.equal(plain["images"], plain["color_images"])  # photometric off: nothing changed
+
+
+def test_boxinst_plus_pc_only_tutors_get_pseudo_loss(data_dir: Path, tmp_path: Path):
+    cfg = _cfg(data_dir, tmp_path, teacher=TeacherConfig(source="student", input=TeacherInputConfig(64, 96)))
+    method = _method(cfg)
+    assert method.teacher is None and method.ema is None
+    out = method.prepare_batch(_batch(data_dir, 0.5), 0)
+    assert len(method.bank) > 0 and method.last_stats["pastes"] > 0
+    for t in out["targets"]:
+        assert torch.equal(t["pseudo_valid"], t["is_tutor"])
+    # The photometric augmentation changed the student input but not the colour-affinity image.
+    assert not torch.equal(out["images"], out["color_images"])
+    state = method.state_dict()
+    other = _method(cfg)
+    other.load_state_dict(state)
+    assert len(other.bank) == len(method.bank)
+
+
+def test_pc_is_deterministic_per_iteration(data_dir: Path, tmp_path: Path):
+    cfg = _cfg(data_dir, tmp_path)
+    a, b = _method(cfg), _method(cfg)
+    for m in (a, b):
+        m.prepare_batch(_batch(data_dir, 0.5), 0)  # fill the banks identically
+    out_a = a.prepare_batch(_batch(data_dir, 0.5), 7)
+    out_b = b.prepare_batch(_batch(data_dir, 0.5), 7)
+    assert torch.equal(out_a["images"], out_b["images"])
+    for ta, tb in zip(out_a["targets"], out_b["targets"]):
+        assert all(torch.equal(ta[k], tb[k]) for k in ("boxes", "classes", "pseudo_masks", "pseudo_valid"))
+
+
+def test_rejects_unimplemented_choices(data_dir: Path, tmp_path: Path):
+    with pytest.raises(NotImplementedError, match="pseudo_labeler"):
+        _method(_cfg(data_dir, tmp_path, pseudo_labeler="sim"))
+    with pytest.raises(ValueError, match="pseudo_labeler"):
+        _method(_cfg(data_dir, tmp_path, pseudo_labeler="magic"))

@@ -1,0 +1,382 @@
+"""Training configuration: dataclasses, YAML presets and ``a.b.c=value`` overrides.
+
+One config system: every section is a dataclass, a preset is a YAML file holding a partial dict over the
+dataclass defaults (``configs/<preset>.yaml``), and command-line overrides are applied last. Values are
+type-checked against the dataclass field annotations, so a typo or a wrong type fails before training starts.
+
+The engine never branches on the preset name; it reads ``method`` and the section values. New sections (the
+teacher-student keys) are added as new dataclass fields of :class:`TrainConfig`; loading, overrides, type checks
+and ``config_to_dict``/``config_from_dict`` need no other change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from boxseg.train.losses.config import LossConfig
+from boxseg.train.pseudo.config import (
+    PSEUDO_LABELERS,
+    BPMAConfig,
+    PCConfig,
+    QAMConfig,
+    StudentAugConfig,
+    TeacherConfig,
+)
+
+from boxseg.model.config import ModelConfig
+
+
+class ConfigError(ValueError):
+    """A configuration problem: unknown preset or key, wrong type, unreadable YAML."""
+
+
+@dataclass
+class SolverConfig:
+    """SGD with linear warm-up and step decay (SPEC §11, §16.2). Defaults are the COCO 3x schedule."""
+
+    optimizer: Literal["sgd"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    # Detectron2 convention: no weight decay on normalisation layers' affine parameters.
+    weight_decay_norm: float = 0.0
+    ims_per_batch: int = 16
+    max_iter: int = 270000
+    steps: tuple[int, ...] = (210000, 250000)
+    gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    clip_grad_norm: float = 0.0  # 0 disables clipping
+    amp: bool = False  # mixed precision; only used on CUDA
+
+
+@dataclass
+class InputConfig:
+    """Geometric augmentation of the training input and the test-time size (SPEC §4.3; COCO defaults)."""
+
+    train_scales: tuple[int, ...] = (640, 672, 704, 736, 768, 800)  # shorter side, one drawn per image
+    train_max_size: int = 1333  # longer side cap
+    hflip_prob: float = 0.5
+    test_size: int = 800
+    test_max_size: int = 1333
+    size_divisor: int = 32  # batches are padded to a multiple of this
+
+
+@dataclass
+class DataConfig:
+    train_dir: str = ""  # dataset folder: DIR/annotations.json + DIR/images/
+    val_dir: str = ""  # empty: no periodic evaluation
+    workers: int = -1  # DataLoader workers; -1 picks 0 on CPU and 2 on CUDA
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    seed: int = 0
+    out_dir: str = ""
+    checkpoint_every: int = 1000  # 0: only at the end
+    eval_every: int = 0  # 0: only at the end (when val_dir is set)
+    log_every: int = 20
+    tensorboard: bool = False
+    progress: bool = True
+    eval_batch_size: int = 4
+    eval_score_thr: float = 0.05
+    # torch intra-op CPU threads; 0 keeps torch's default. 1 is much faster for small models on a busy machine.
+    threads: int = 0
+
+
+@dataclass
+class TrainConfig:
+    method: str = "supervised"  # the training method (see boxseg.train.loop.METHODS)
+    preset: str = ""  # informative: which preset this config came from
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    # Teacher-student sections (SPEC §16.2 names); read only by the teacher-student methods.
+    pseudo_labeler: str = "qam"
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentAugConfig = field(default_factory=StudentAugConfig)
+    qam: QAMConfig = field(default_factory=QAMConfig)
+    bpma: BPMAConfig = field(default_factory=BPMAConfig)
+    pc: PCConfig = field(default_factory=PCConfig)
+
+    def __post_init__(self) -> None:
+        if self.pseudo_labeler not in PSEUDO_LABELERS:
+            raise ValueError(f"config key pseudo_labeler: got {self.pseudo_labeler!r}, "
+                             f"expected one of {list(PSEUDO_LABELERS)}")
+
+
+def reads_gt_masks(cfg: TrainConfig) -> bool:
+    """Only the mask-supervised upper bound (loss.mask_loss='condinst') reads GT masks; box presets never do."""
+    return cfg.loss.mask_loss == "condinst"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Preset discovery
+
+
+def config_dirs() -> list[Path]:
+    """Folders searched for ``<preset>.yaml``, first match wins: $BOXSEG_CONFIG_DIR, the packaged copy, the
+    source checkout's ``configs/``, and the teacher-student presets beside their code."""
+    import boxseg
+
+    here = Path(__file__).resolve().parent
+    dirs = []
+    if os.environ.get("BOXSEG_CONFIG_DIR"):
+        dirs.append(Path(os.environ["BOXSEG_CONFIG_DIR"]))
+    dirs += [Path(boxseg.__file__).resolve().parent / "configs", here.parent / "configs", here / "pseudo" / "presets"]
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_presets() -> list[str]:
+    names: set[str] = set()
+    for d in config_dirs():
+        names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def preset_path(preset: str) -> Path:
+    for d in config_dirs():
+        p = d / f"{preset}.yaml"
+        if p.is_file():
+            return p
+    names = available_presets()
+    close = difflib.get_close_matches(preset, names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"unknown preset '{preset}' (available: {', '.join(names) or 'none found'}){hint}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(preset: str | None = None, yaml_path: str | Path | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults, then the preset YAML, then ``yaml_path``, then ``key=value`` overrides (later wins)."""
+    cfg = TrainConfig()
+    if preset:
+        cfg = merge_dict(cfg, read_yaml(preset_path(preset)), source=str(preset_path(preset)))
+        cfg.preset = preset
+    if yaml_path is not None:
+        cfg = merge_dict(cfg, read_yaml(Path(yaml_path)), source=str(yaml_path))
+    for item in overrides:
+        cfg = apply_override(cfg, item)
+    return cfg
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_override(cfg: TrainConfig, item: str) -> TrainConfig:
+    """Apply one ``a.b.c=value`` override; the value is parsed as YAML (``[1, 2]``, ``true``, ``0.5``...)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override '{item}': expected key=value, e.g. solver.lr=0.02")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{item}': value is not valid YAML: {exc}") from exc
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node[p] = {}
+        node = node[p]
+    node[parts[-1]] = value
+    return merge_dict(cfg, nested, source=f"override '{item}'")
+
+
+def merge_dict(cfg: Any, data: dict[str, Any], source: str, prefix: str = "") -> Any:
+    """Return a copy of dataclass ``cfg`` with the (partial, nested) dict ``data`` applied, type-checked."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
+    hints = _type_hints(type(cfg))
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    updates: dict[str, Any] = {}
+    for name, value in data.items():
+        path = f"{prefix}{name}"
+        if name not in fields:
+            raise ConfigError(f"{source}: unknown key '{path}'{_suggest(str(name), fields, prefix)}")
+        current = getattr(cfg, name)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            updates[name] = merge_dict(current, value, source, prefix=f"{path}.")
+        else:
+            updates[name] = check_value(value, hints[name], path, source)
+    try:
+        return dataclasses.replace(cfg, **updates)
+    except (ValueError, TypeError) as exc:  # a section's own validation (__post_init__)
+        if isinstance(exc, ConfigError):
+            raise
+        where = prefix.rstrip(".") or "<root>"
+        raise ConfigError(f"{source}: invalid value in section '{where}': {exc}") from exc
+
+
+def _suggest(name: str, candidates: set[str], prefix: str) -> str:
+    close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    return f" (valid keys here: {', '.join(sorted(candidates))})"
+
+
+_HINT_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINT_CACHE:
+        _HINT_CACHE[cls] = typing.get_type_hints(cls)
+    return _HINT_CACHE[cls]
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def check_value(value: Any, tp: Any, path: str, source: str) -> Any:
+    """Check ``value`` against annotation ``tp``; return it converted (int->float, list->tuple...)."""
+    try:
+        return _convert(value, tp)
+    except _Mismatch:
+        raise ConfigError(
+            f"{source}: key '{path}' got {value!r} ({type(value).__name__}); expected {_type_name(tp)}"
+        ) from None
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        if value in args:
+            return value
+        raise _Mismatch
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(args) != len(value):
+                raise _Mismatch
+            return tuple(_convert(v, a) for v, a in zip(value, args))
+        item_tp = args[0] if args else Any
+        items = [_convert(v, item_tp) for v in value]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        if args:
+            return {_convert(k, args[0]): _convert(v, args[1]) for k, v in value.items()}
+        return dict(value)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, dict):
+            try:
+                return merge_dict(tp(), value, source="")
+            except ConfigError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise _Mismatch
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise _Mismatch
+    return value  # an annotation this checker does not know: accept as given
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Plain-dict round trip (the form stored in checkpoints and RUN/config.yaml)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples become lists) that YAML and torch.save store without custom classes."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return plain(cfg)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config dict") -> TrainConfig:
+    """Inverse of :func:`config_to_dict`, with the same key and type checks as YAML files."""
+    return merge_dict(TrainConfig(), data, source=source)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)

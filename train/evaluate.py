@@ -1,0 +1,113 @@
+"""COCO evaluation of a model or a checkpoint (segm and bbox AP), and the shared image -> instances path.
+
+The test view is the original image resized to ``input.test_size`` (shorter side, no flip), padded to a multiple
+of 32; detections are mapped back to original pixels and masks pasted at the original size (SPEC §2.7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from boxseg.train.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from boxseg.train.config import InputConfig, TrainConfig, config_from_dict
+from boxseg.train.data import eval_transform, pad_to
+from torch import nn
+
+
+@torch.no_grad()
+def predict_images(model: nn.Module, images: Sequence[np.ndarray], input_cfg: InputConfig,
+                   device: torch.device | str = "cpu", score_thr: float = 0.05) -> list[dict[str, np.ndarray]]:
+    """Run ``model.inference`` on uint8 (H, W, 3) RGB images (one batch); per image a dict of numpy arrays:
+    ``boxes`` (n, 4) xyxy original pixels, ``scores`` (n,), ``classes`` (n,) contiguous, ``masks`` bool (n, H, W)."""
+    from boxseg.model.postprocess import paste_masks
+
+    device = torch.device(device)
+    views = [eval_transform(im, input_cfg) for im in images]
+    div = input_cfg.size_divisor
+    hmax = pad_to(max(v.shape[-2] for v in views), div)
+    wmax = pad_to(max(v.shape[-1] for v in views), div)
+    batch = torch.zeros((len(views), 3, hmax, wmax))
+    for i, v in enumerate(views):
+        batch[i, :, : v.shape[-2], : v.shape[-1]] = v
+    model.eval()
+    det = model.inference(batch.to(device), score_thr=score_thr)
+    out = []
+    for i, (image, view) in enumerate(zip(images, views)):
+        n = int(det.num_dets[i])
+        keep = det.scores[i, :n] >= score_thr
+        boxes_in = det.boxes[i, :n][keep]
+        input_size = tuple(view.shape[-2:])
+        orig_size = tuple(image.shape[:2])
+        masks = paste_masks(det.masks[i, :n][keep], boxes_in, orig_size, input_size=input_size,
+                            threshold=_mask_threshold(model))
+        sy, sx = orig_size[0] / input_size[0], orig_size[1] / input_size[1]
+        boxes = boxes_in.float().cpu() * torch.tensor([sx, sy, sx, sy])
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, orig_size[1])
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, orig_size[0])
+        out.append({
+            "boxes": boxes.numpy(),
+            "scores": det.scores[i, :n][keep].float().cpu().numpy(),
+            "classes": det.classes[i, :n][keep].cpu().numpy(),
+            "masks": masks.cpu().numpy(),
+        })
+    return out
+
+
+def _mask_threshold(model: nn.Module) -> float:
+    cfg = getattr(model, "cfg", None)
+    return float(getattr(cfg, "mask_thresh", 0.5))
+
+
+def _batches(n: int, size: int) -> Iterable[range]:
+    for start in range(0, n, size):
+        yield range(start, min(n, start + size))
+
+
+def evaluate_model(model: nn.Module, dataset: Any, device: torch.device | str = "cpu", batch_size: int = 4,
+                   score_thr: float = 0.05, input_cfg: InputConfig | None = None) -> dict[str, Any]:
+    """Segm and bbox AP of ``model`` on a ``CocoDataset`` (``{"segm": {...}, "bbox": {...}}``, percent)."""
+    from boxseg.eval.coco_eval import evaluate
+    from boxseg.eval.results import instances_to_coco
+
+    input_cfg = input_cfg or InputConfig()
+    results: list[dict] = []
+    for idx in _batches(len(dataset), max(1, batch_size)):
+        images = [dataset.load_image(i) for i in idx]
+        preds = predict_images(model, images, input_cfg, device, score_thr)
+        for i, p in zip(idx, preds):
+            results.extend(instances_to_coco(dataset.image_ids[i], p["boxes"], p["scores"], p["classes"],
+                                             p["masks"], dataset.cat_ids))
+    return evaluate(dataset.ann_file, results)
+
+
+def model_from_checkpoint(checkpoint: str | Path, device: torch.device | str = "cpu"
+                          ) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+    """The student of a checkpoint, built from the config stored in it, in eval mode on ``device``."""
+    from boxseg.model.condinst import CondInst
+
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    cfg = config_from_dict(ckpt["config"], source=f"checkpoint {checkpoint}, field 'config'")
+    # The trained weights replace the backbone's pretrained ones: do not look for those files again.
+    cfg.model.pretrained = False
+    model = CondInst(cfg.model)
+    load_model_weights(model, ckpt["model"], checkpoint)
+    return model.to(device).eval(), cfg, ckpt
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, device: str = "cpu", batch_size: int = 4,
+                        score_thr: float = 0.05) -> dict[str, Any]:
+    """``boxseg eval --checkpoint``: segm and bbox AP of a checkpoint's student on a dataset folder."""
+    from boxseg.data.coco import CocoDataset
+
+    model, cfg, ckpt = model_from_checkpoint(checkpoint, device)
+    dataset = CocoDataset(data_dir, with_masks=False)
+    if list(dataset.class_names) != list(ckpt["class_names"]):
+        raise CheckpointError(
+            f"checkpoint {checkpoint} was trained on classes {ckpt['class_names']}, but {dataset.ann_file} has "
+            f"{dataset.class_names}"
+        )
+    return evaluate_model(model, dataset, device, batch_size, score_thr, input_cfg=cfg.input)

@@ -1,0 +1,79 @@
+"""Run a checkpoint's student on image files: COCO results JSON and one overlay PNG per image."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(path: str | Path) -> list[Path]:
+    """A single image file, or the image files directly inside a folder (sorted by name)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"--images {p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return files
+    raise FileNotFoundError(f"--images {p}: no such file or folder")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 (H, W, 3) RGB, EXIF orientation applied (the same rule as the dataset reader)."""
+    from PIL import Image, ImageOps
+
+    from boxseg.data.coco import to_rgb_uint8
+
+    try:
+        with Image.open(path) as img:
+            return to_rgb_uint8(ImageOps.exif_transpose(img))
+    except OSError as exc:
+        raise OSError(f"{path}: cannot read this image ({exc})") from exc
+
+
+def predict_folder(checkpoint: str | Path, images: str | Path, out_dir: str | Path, score_thr: float = 0.3,
+                   device: str = "cpu", batch_size: int = 4, overlays: bool = True) -> dict[str, Any]:
+    """Write ``out_dir/results.json`` (COCO results; image_id = position in the sorted file list, plus
+    ``file_name``) and ``out_dir/<image stem>.png`` overlays. Returns a summary."""
+    from boxseg.train.evaluate import model_from_checkpoint, predict_images
+
+    from boxseg.data.visualize import draw_instances
+    from boxseg.eval.results import instances_to_coco
+
+    files = list_images(images)
+    model, cfg, ckpt = model_from_checkpoint(checkpoint, device)
+    class_names = list(ckpt["class_names"])
+    cat_ids = list(ckpt.get("cat_ids") or range(1, len(class_names) + 1))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    per_image = []
+    for start in range(0, len(files), max(1, batch_size)):
+        chunk = files[start: start + batch_size]
+        arrays = [read_image(f) for f in chunk]
+        preds = predict_images(model, arrays, cfg.input, device, score_thr)
+        for k, (f, image, p) in enumerate(zip(chunk, arrays, preds)):
+            image_id = start + k + 1
+            dets = instances_to_coco(image_id, p["boxes"], p["scores"], p["classes"], p["masks"], cat_ids)
+            for d in dets:
+                d["file_name"] = f.name
+            results.extend(dets)
+            per_image.append({"file_name": f.name, "image_id": image_id, "instances": len(dets)})
+            if overlays:
+                draw_instances(image, p["boxes"], p["classes"], p["scores"], p["masks"], class_names).save(
+                    out / f"{f.stem}.png")
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results))
+    os.replace(tmp, out / "results.json")
+    return {
+        "checkpoint": str(checkpoint), "images": len(files), "instances": len(results),
+        "results": str(out / "results.json"), "overlays": str(out) if overlays else None,
+        "score_thr": score_thr, "per_image": per_image,
+    }

@@ -1,0 +1,248 @@
+"""Config dataclasses for the teacher-student parts (SPEC §16.2 keys and defaults).
+
+The engine composes these into `TrainConfig` under the same names as SPEC §16.2: `teacher`, `student`, `qam`,
+`bpma`, `pc` and `pseudo_labeler` (a plain string). SPEC `loss.mask_sup` is `MaskSupConfig`; until the TrainConfig
+has a `mask_sup` section, the teacher-student method builds it from the loss config's `mask_sup_*` keys.
+Every field has the SPEC default; construction validates and raises a ValueError naming the key and what was
+expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# SPEC §16.2 values plus "none" (no teacher: the boxinst/condinst presets). "sim" and "boxcaseg" are not
+# implemented; the teacher-student method rejects them with NotImplementedError.
+PSEUDO_LABELERS = ("qam", "bpma", "sim", "boxcaseg", "none")
+
+
+def _choice(section: str, obj: object, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in allowed:
+        raise ValueError(f"config key {section}.{name}: got {value!r}, expected one of {list(allowed)}")
+
+
+def _range(section: str, obj: object, name: str, lo: float, hi: float) -> None:
+    value = getattr(obj, name)
+    if not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise ValueError(f"config key {section}.{name}: got {value!r}, expected a number in [{lo}, {hi}]")
+
+
+@dataclass
+class TeacherInputConfig:
+    short: int = 800
+    max: int = 1333
+    augment: bool = False  # SPEC §4.2: the teacher view is never perturbed; True is rejected by validate()
+
+
+@dataclass
+class TeacherConfig:
+    input: TeacherInputConfig = field(default_factory=TeacherInputConfig)
+    ema_momentum: float = 0.999
+    # ema: an EMA teacher labels the batch (boxteacher, boxseg). student: no teacher; the student labels its own
+    # teacher view with QAM only to feed copy-paste, and only pasted tutors get a pseudo-mask loss (BoxInst + PC,
+    # SPEC §6.8). Extra key, not in SPEC §16.2.
+    source: str = "ema"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _choice("teacher", self, "source", ("ema", "student"))
+        _range("teacher", self, "ema_momentum", 0.0, 1.0)
+        if self.input.augment:
+            raise ValueError("config key teacher.input.augment: got True, expected False (SPEC §4.2: the teacher "
+                             "view has no perturbation; teacher-view augmentation is not implemented)")
+        if self.input.short <= 0 or self.input.max < self.input.short:
+            raise ValueError(f"config key teacher.input: got short={self.input.short}, max={self.input.max}, "
+                             "expected 0 < short <= max")
+
+
+@dataclass
+class ColorJitterConfig:
+    p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+
+
+@dataclass
+class GrayscaleConfig:
+    p: float = 0.2
+
+
+@dataclass
+class GaussianBlurConfig:
+    p: float = 0.5
+    sigma: tuple[float, float] = (0.1, 2.0)
+
+
+@dataclass
+class StudentAugConfig:
+    """SPEC §16.2 `student`, photometric part (drives `boxseg.train.photometric`).
+
+    The geometric keys of the student view live in the engine's `InputConfig`, which draws the student view, with
+    the same defaults: `student.scales` = `input.train_scales`, `student.max_size` = `input.train_max_size`,
+    `student.hflip` = `input.hflip_prob` (one source of truth for the student geometry).
+    """
+
+    color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
+    grayscale: GrayscaleConfig = field(default_factory=GrayscaleConfig)
+    gaussian_blur: GaussianBlurConfig = field(default_factory=GaussianBlurConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for sub, name in ((self.color_jitter, "color_jitter"), (self.grayscale, "grayscale"),
+                          (self.gaussian_blur, "gaussian_blur")):
+            _range(f"student.{name}", sub, "p", 0.0, 1.0)
+        _range("student.color_jitter", self.color_jitter, "hue", 0.0, 0.5)
+        for name in ("brightness", "contrast", "saturation"):
+            _range("student.color_jitter", self.color_jitter, name, 0.0, 1.0)
+        lo, hi = self.gaussian_blur.sigma
+        if not 0 < lo <= hi:
+            raise ValueError(f"config key student.gaussian_blur.sigma: got {self.gaussian_blur.sigma!r}, "
+                             "expected (lo, hi) with 0 < lo <= hi")
+
+
+@dataclass
+class MaskSupConfig:
+    """SPEC §16.2 `loss.mask_sup`: the quality-aware pseudo-mask loss (BoxSeg Eq. 1 / BT Eq. 2)."""
+
+    type: str = "dice"            # dice | dice+bce
+    # `lambda` is a Python keyword, so the field is `lambda_`; the YAML/override key `lambda` maps to it
+    # through `from_dict`.
+    lambda_: float = 0.5
+    warmup_iters: int = 10000
+    weight_exponent: float = 1.0
+    affinity_weight: float = 0.0  # BT noise-reduced affinity (0.1 in the boxteacher preset)
+    affinity_tau: float = 0.5     # BT Eq. 5 τ_a
+    affinity_dilation: int = 2
+    target: str = "binary"        # binary | soft
+    tau_pixel: float = 0.5        # binarisation threshold of the Dice target (SPEC §3.3)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _choice("loss.mask_sup", self, "type", ("dice", "dice+bce"))
+        _choice("loss.mask_sup", self, "target", ("binary", "soft"))
+        if self.warmup_iters < 0:
+            raise ValueError(f"config key loss.mask_sup.warmup_iters: got {self.warmup_iters}, expected >= 0")
+        if self.lambda_ < 0 or self.affinity_weight < 0:
+            raise ValueError("config keys loss.mask_sup.lambda / affinity_weight: expected >= 0, got "
+                             f"{self.lambda_} / {self.affinity_weight}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MaskSupConfig:
+        d = dict(d)
+        if "lambda" in d:
+            d["lambda_"] = d.pop("lambda")
+        return cls(**d)
+
+
+@dataclass
+class QAMConfig:
+    tau_score: float = 0.5        # box-score gate in Eq. 2 / Eq. 5
+    tau_pixel: float = 0.5        # pixel threshold in Eq. 5
+    k: int = 10                   # fixed K (used when adaptive_k is false: Table 7 "without adaptive K")
+    adaptive_k: bool = True
+    k_min: int = 2
+    k_max: int = 10
+    area_small: float = 1024.0    # 32^2
+    area_large: float = 9216.0    # 96^2
+    area_frame: str = "original"  # original | teacher
+    k_rounding: str = "half_up"   # half_up | floor | ceil
+    require_class_match: bool = False
+    u_min: float = 0.0
+    empty_policy: str = "skip"    # skip | top1
+    gate: str = "hard"            # hard | soft (PAIS-style)
+    soft_gate_power: float = 1.0  # exponent of s in the soft gate (extra key, not in SPEC §16.2)
+    box_agreement: str = "off"    # off | gate | multiply (BoxCaseg-style)
+    box_agreement_thresh: float = 0.95
+    overlap_resolution: str = "none"  # none | smaller_wins
+    # Table 4 stage switches: "bqr" = top-1 by box-IoU, weight 1; "bqr_qmf" = Eq. 2 fusion, weight 1;
+    # "full" = BQR + QMF + MQS (BoxSeg).
+    stages: str = "full"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _choice("qam", self, "area_frame", ("original", "teacher"))
+        _choice("qam", self, "k_rounding", ("half_up", "floor", "ceil"))
+        _choice("qam", self, "empty_policy", ("skip", "top1"))
+        _choice("qam", self, "gate", ("hard", "soft"))
+        _choice("qam", self, "box_agreement", ("off", "gate", "multiply"))
+        _choice("qam", self, "overlap_resolution", ("none", "smaller_wins"))
+        _choice("qam", self, "stages", ("bqr", "bqr_qmf", "full"))
+        _range("qam", self, "tau_score", 0.0, 1.0)
+        _range("qam", self, "tau_pixel", 0.0, 1.0)
+        _range("qam", self, "u_min", 0.0, 1.0)
+        if not (1 <= self.k_min <= self.k_max) or self.k < 1:
+            raise ValueError(f"config keys qam.k/k_min/k_max: got {self.k}/{self.k_min}/{self.k_max}, "
+                             "expected k >= 1 and 1 <= k_min <= k_max")
+        if not 0 < self.area_small < self.area_large:
+            raise ValueError(f"config keys qam.area_small/area_large: got {self.area_small}/{self.area_large}, "
+                             "expected 0 < area_small < area_large")
+
+
+@dataclass
+class BPMAConfig:
+    tau_iou: float = 0.5
+    tau_c: float = 0.05
+    score: str = "mcs"            # mcs | cls | none (sort by confidence, weight 1: Table 4 "BPMA" row)
+    tau_pixel: float = 0.5        # τ_m inside MCS (BT Eq. 1)
+    mcs_region: str = "box"       # box: predicted box to sort, GT box to weight | image: whole image (public code)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _choice("bpma", self, "score", ("mcs", "cls", "none"))
+        _choice("bpma", self, "mcs_region", ("box", "image"))
+        _range("bpma", self, "tau_iou", 0.0, 1.0)
+        _range("bpma", self, "tau_c", 0.0, 1.0)
+
+
+@dataclass
+class PCConfig:
+    enabled: bool = True
+    bank_size: int = 80
+    bank_scope: str = "per_gpu"   # per_gpu | global (global: NotImplementedError)
+    tau: float = 0.8
+    nonoverlap: str = "box_disjoint"  # box_disjoint | box_coverage | mask_disjoint
+    eps_cov: float = 0.05
+    reject_border_tutors: bool = False
+    pastes_per_image: int = 1
+    learner_sampling: str = "uniform"  # uniform | inverse_quality
+    placement: str = "overlap"    # overlap | random (Table 5 ablation arm)
+    selection: str = "quality"    # quality | random (Table 5 ablation arm)
+    rho_min_visible: float = 0.5
+    min_visible_frac: float = 0.0  # drop an occluded object when its visible fraction <= this
+    max_tries: int = 10
+    blend: str = "hard"           # hard | feather
+    box_update: str = "mask"      # mask | box_minus_paste | keep
+    tutor_flip: float = 0.5       # SPEC §6.4 item 4: optional random h-flip of the tutor
+    mask_thresh: float = 0.5      # binarisation of pseudo masks for the bank and the overlap tests
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _choice("pc", self, "bank_scope", ("per_gpu", "global"))
+        _choice("pc", self, "nonoverlap", ("box_disjoint", "box_coverage", "mask_disjoint"))
+        _choice("pc", self, "learner_sampling", ("uniform", "inverse_quality"))
+        _choice("pc", self, "placement", ("overlap", "random"))
+        _choice("pc", self, "selection", ("quality", "random"))
+        _choice("pc", self, "blend", ("hard", "feather"))
+        _choice("pc", self, "box_update", ("mask", "box_minus_paste", "keep"))
+        _range("pc", self, "rho_min_visible", 0.0, 1.0)
+        _range("pc", self, "min_visible_frac", 0.0, 1.0)
+        _range("pc", self, "tutor_flip", 0.0, 1.0)
+        if self.bank_size < 1 or self.pastes_per_image < 0 or self.max_tries < 1:
+            raise ValueError(f"config keys pc.bank_size/pastes_per_image/max_tries: got {self.bank_size}/"
+                             f"{self.pastes_per_image}/{self.max_tries}, expected >= 1 / >= 0 / >= 1")
+

@@ -1,0 +1,274 @@
+"""Teacher-student training (SPEC §1.3): the `Method` behind the `boxteacher`, `boxseg` and BoxInst + PC presets.
+
+One iteration, per batch (`prepare_batch`):
+  1. the teacher view of every image: the original image resized to teacher.input (short 800, max 1333), never
+     flipped or colour-changed (SPEC §4.2); the student view is the batch the engine made (multi-scale + flip);
+  2. no-grad teacher forward; pseudo labels in the teacher frame from QAM (BoxSeg, SPEC §5) or BPMA (BoxTeacher,
+     SPEC §7) for every GT box;
+  3. the memory bank takes this batch's eligible peer tutors (before any paste, SPEC §6.6);
+  4. pseudo masks go to the student frame (SPEC §4.4), copy-paste teaches learners (SPEC §6.4-6.5);
+  5. `color_images` keeps the composite before the photometric augmentation (the pairwise colour term reads it),
+     then colour jitter / grayscale / blur make the student input (SPEC §4.3).
+After each optimizer step the EMA teacher follows the student (`after_step`). The student is what is evaluated
+and shipped. Checkpoints hold the teacher (as the engine's `teacher` entry) and the memory bank.
+
+`teacher.source=student` is BoxInst + PC (SPEC §6.8): no teacher; the student labels its own teacher view with QAM
+only to fill the bank and place tutors, and only pasted tutors get the pseudo-mask loss.
+
+Config: the sections `teacher`, `student`, `pseudo_labeler`, `qam`, `bpma`, `pc` and `mask_sup` of the
+`TrainConfig` (see `train/pseudo/config.py`); a missing section means its defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .copy_paste import MemoryBank, PeerCopyPaste, collect_tutors
+from .data import pad_to, resize_image
+from .ema import ModelEMA
+from .geometry import ViewGeometry, map_boxes, map_masks, teacher_geometry
+from .loop import METHODS, Method
+from .losses_pseudo import QualityMaskLoss
+from .photometric import StudentPhotometric
+from .pseudo.bpma import bpma_label
+from .pseudo.config import (
+    PSEUDO_LABELERS,
+    BPMAConfig,
+    MaskSupConfig,
+    PCConfig,
+    QAMConfig,
+    StudentAugConfig,
+    TeacherConfig,
+)
+from .pseudo.qam import qam_label
+
+MASK_STRIDE = 4  # CondInst mask output stride (boxseg.model.condinst.MASK_OUT_STRIDE)
+
+
+@dataclass
+class TSSections:
+    teacher: TeacherConfig
+    student: StudentAugConfig
+    pseudo_labeler: str
+    qam: QAMConfig
+    bpma: BPMAConfig
+    pc: PCConfig
+    mask_sup: MaskSupConfig
+
+
+def ts_sections(cfg: Any) -> TSSections:
+    """The teacher-student sections of a TrainConfig, defaults where a section is absent.
+
+    `mask_sup` is read from `cfg.mask_sup` or `cfg.loss.mask_sup` when present; otherwise it is built from the
+    loss config's `mask_sup_weight` / `mask_sup_warmup_iters` / `mask_sup_target`.
+    """
+    mask_sup = getattr(cfg, "mask_sup", None) or getattr(getattr(cfg, "loss", None), "mask_sup", None)
+    if mask_sup is None:
+        loss = cfg.loss
+        mask_sup = MaskSupConfig(lambda_=loss.mask_sup_weight, warmup_iters=loss.mask_sup_warmup_iters,
+                                 target=loss.mask_sup_target)
+    sec = TSSections(
+        teacher=getattr(cfg, "teacher", None) or TeacherConfig(),
+        student=getattr(cfg, "student", None) or StudentAugConfig(),
+        pseudo_labeler=getattr(cfg, "pseudo_labeler", "qam"),
+        qam=getattr(cfg, "qam", None) or QAMConfig(),
+        bpma=getattr(cfg, "bpma", None) or BPMAConfig(),
+        pc=getattr(cfg, "pc", None) or PCConfig(),
+        mask_sup=mask_sup,
+    )
+    if sec.pseudo_labeler not in PSEUDO_LABELERS:
+        raise ValueError(f"config key pseudo_labeler: got {sec.pseudo_labeler!r}, expected one of "
+                         f"{list(PSEUDO_LABELERS)}")
+    if sec.pseudo_labeler not in ("qam", "bpma"):
+        raise NotImplementedError(f"config key pseudo_labeler={sec.pseudo_labeler!r} is not implemented "
+                                  "(available: 'qam', 'bpma')")
+    if sec.teacher.source == "student" and sec.pseudo_labeler != "qam":
+        raise ValueError("config keys teacher.source='student' (BoxInst + PC) needs pseudo_labeler='qam'")
+    return sec
+
+
+def _seed(*values: int) -> int:
+    return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0])
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class TeacherStudentMethod(Method):
+    """EMA teacher + pseudo labels (QAM or BPMA) + Peer-assisted Copy-paste + student photometric augmentation."""
+
+    needs_original_images = True
+
+    def __init__(self, cfg: Any, student: nn.Module, criterion: Any) -> None:
+        super().__init__(cfg, student, criterion)
+        self.sec = ts_sections(cfg)
+        if getattr(cfg.loss, "mask_loss", "boxinst") != "boxinst":
+            raise ValueError("teacher-student training is box-supervised: loss.mask_loss must be 'boxinst', got "
+                             f"{cfg.loss.mask_loss!r}")
+        if not hasattr(criterion, "pseudo_loss_fn"):
+            raise TypeError("TeacherStudentMethod: the criterion has no `pseudo_loss_fn` seam "
+                            "(boxseg.train.losses.criterion.Criterion has one)")
+        criterion.pseudo_loss_fn = QualityMaskLoss(self.sec.mask_sup)
+        self.ema: ModelEMA | None = None
+        if self.sec.teacher.source == "ema":
+            self.ema = ModelEMA(student, self.sec.teacher.ema_momentum)
+            self.teacher = self.ema.teacher
+        self.bank = MemoryBank(self.sec.pc.bank_size, self.sec.pc.bank_scope)
+        self.paster = PeerCopyPaste(self.sec.pc)
+        self.photometric = StudentPhotometric(self.sec.student)
+        self.size_divisor = int(getattr(getattr(cfg, "input", None), "size_divisor", 32))
+        self.seed = int(getattr(getattr(cfg, "runtime", None), "seed", 0))
+        self.last_stats: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ the hooks
+    @property
+    def labeller(self) -> nn.Module:
+        return self.teacher if self.teacher is not None else self.student
+
+    def prepare_batch(self, batch: dict[str, Any], iteration: int) -> dict[str, Any]:
+        if "orig_images" not in batch:
+            raise ValueError("TeacherStudentMethod: the batch has no 'orig_images' (the data pipeline keeps them "
+                             "when the method sets needs_original_images)")
+        sec = self.sec
+        images = batch["images"]
+        n_img, _, hp, wp = images.shape
+        s_geoms = [ViewGeometry(tuple(o), tuple(s), bool(f))
+                   for o, s, f in zip(batch["orig_sizes"], batch["image_sizes"], batch["flipped"])]
+        t_geoms = [teacher_geometry(tuple(o), sec.teacher.input.short, sec.teacher.input.max)
+                   for o in batch["orig_sizes"]]
+        t_images = self._teacher_images(batch["orig_images"], t_geoms)
+        targets = [dict(t) for t in batch["targets"]]
+        t_boxes = [map_boxes(t["boxes"].float().reshape(-1, 4), sg, tg)
+                   for t, sg, tg in zip(targets, s_geoms, t_geoms)]
+        labels = self._pseudo_labels(t_images, t_boxes, targets, t_geoms)
+
+        gen = torch.Generator().manual_seed(_seed(self.seed, iteration, _rank(), 0x7EAC))
+        if sec.pc.enabled:
+            for i in range(n_img):  # the bank is updated from the whole batch before any paste (SPEC §6.6)
+                th, tw = t_geoms[i].size
+                collect_tutors(self.bank, t_images[i, :, :th, :tw], t_boxes[i], targets[i]["classes"],
+                               labels[i]["masks"], labels[i]["weights"], labels[i]["valid"], sec.pc,
+                               mask_stride=MASK_STRIDE, scale=t_geoms[i].scale)
+        color_images = images.clone()
+        pasted = 0
+        for i in range(n_img):
+            hs, ws = s_geoms[i].size
+            lab = labels[i]
+            t = targets[i]
+            t["pseudo_weights"] = lab["weights"]
+            t["pseudo_valid"] = lab["valid"]
+            if sec.pc.enabled:
+                t["pseudo_masks"] = map_masks(lab["masks"], t_geoms[i], s_geoms[i], src_stride=MASK_STRIDE)
+                composite, t, info = self.paster(images[i, :, :hs, :ws], t, self.bank, s_geoms[i].scale, gen)
+                color_images[i, :, :hs, :ws] = composite
+                pasted += info.pasted
+                # Full-resolution student-frame masks -> the loss grid (stride 4 of the padded batch).
+                full = F.pad(t["pseudo_masks"].float(), (0, wp - ws, 0, hp - hs))
+                t["pseudo_masks"] = F.avg_pool2d(full[:, None], MASK_STRIDE, MASK_STRIDE)[:, 0]
+            else:
+                t["pseudo_masks"] = map_masks(lab["masks"], t_geoms[i], s_geoms[i], src_stride=MASK_STRIDE,
+                                              dst_stride=MASK_STRIDE, out_shape=(hp // MASK_STRIDE, wp // MASK_STRIDE))
+                t["is_tutor"] = torch.zeros_like(t["pseudo_valid"])
+            if sec.teacher.source == "student":
+                t["pseudo_valid"] = t["pseudo_valid"] & t["is_tutor"]  # BoxInst + PC: learners stay box-only
+            targets[i] = t
+        out = dict(batch)
+        out["targets"] = targets
+        out["color_images"] = color_images
+        out["images"] = self.photometric.apply_batch(color_images, [g.size for g in s_geoms], gen)
+        n_valid = sum(int(t["pseudo_valid"].sum()) for t in targets)
+        w_sum = sum(float(t["pseudo_weights"][t["pseudo_valid"]].sum()) for t in targets)
+        self.last_stats = {"pseudo_valid": float(n_valid), "pseudo_w_mean": w_sum / max(n_valid, 1),
+                           "bank_size": float(len(self.bank)), "pastes": float(pasted)}
+        return out
+
+    def after_step(self, iteration: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.student)
+
+    @property
+    def model_for_eval(self) -> nn.Module:
+        return self.student  # BoxSeg ships the student (SPEC §1.1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bank": self.bank.state_dict(), "ema_updates": self.ema.updates if self.ema else 0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "bank" in state:
+            self.bank.load_state_dict(state["bank"])
+        if self.ema is not None:
+            self.ema.updates = int(state.get("ema_updates", 0))
+
+    # ------------------------------------------------------------------ pieces
+    def _teacher_images(self, orig_images: list[torch.Tensor], geoms: list[ViewGeometry]) -> torch.Tensor:
+        """The teacher views, padded into one batch (values 0..255)."""
+        hp = pad_to(max(g.size[0] for g in geoms), self.size_divisor)
+        wp = pad_to(max(g.size[1] for g in geoms), self.size_divisor)
+        out = torch.zeros(len(geoms), 3, hp, wp, device=orig_images[0].device)
+        for i, (im, g) in enumerate(zip(orig_images, geoms)):
+            out[i, :, :g.size[0], :g.size[1]] = resize_image(im.float(), g.size)
+        return out
+
+    @torch.no_grad()
+    def _pseudo_labels(self, t_images: torch.Tensor, t_boxes: list[torch.Tensor], targets: list[dict],
+                       t_geoms: list[ViewGeometry]) -> list[dict[str, torch.Tensor]]:
+        model = self.labeller
+        dense = model(t_images)
+        hp, wp = t_images.shape[-2:]
+        grid = (hp // MASK_STRIDE, wp // MASK_STRIDE)
+        out = []
+        if self.sec.pseudo_labeler == "bpma":
+            cand = model.decode(dense)
+            keep = model.nms_keep(cand.boxes, cand.scores, cand.classes)
+            det = model.select_and_segment(dense, cand, keep)
+            for i, boxes in enumerate(t_boxes):
+                n = int(det.num_dets[i])
+                out.append(bpma_label(det.boxes[i, :n], det.scores[i, :n], det.masks[i, :n], boxes,
+                                      self.sec.bpma, MASK_STRIDE))
+            return out
+        flat = dense.flat()
+        scores = model.class_scores(flat)  # (B, L, C) IoU-aware box-scores
+        all_boxes = flat.boxes
+        for i, boxes in enumerate(t_boxes):
+            th, tw = t_geoms[i].size
+            pool = self._candidate_pool(scores[i], flat.levels, model)
+            cand_boxes = all_boxes[i, pool].clone()
+            cand_boxes[:, 0::2] = cand_boxes[:, 0::2].clamp(0, tw)
+            cand_boxes[:, 1::2] = cand_boxes[:, 1::2].clamp(0, th)
+            areas = t_geoms[i].boxes_to_original(boxes)
+            areas = (areas[:, 2] - areas[:, 0]).clamp_min(0) * (areas[:, 3] - areas[:, 1]).clamp_min(0)
+
+            def mask_fn(idx: torch.Tensor, i: int = i, pool: torch.Tensor = pool) -> torch.Tensor:
+                loc = pool[idx]
+                img = torch.full_like(loc, i)
+                return model.mask_head(dense.mask_feats, flat.params[i, loc], flat.locations[loc], flat.soi[loc],
+                                       img).sigmoid()
+
+            out.append(qam_label(cand_boxes, scores[i, pool], mask_fn, boxes, targets[i]["classes"], areas,
+                                 self.sec.qam, MASK_STRIDE, grid))
+        return out
+
+    @staticmethod
+    def _candidate_pool(scores: torch.Tensor, levels: torch.Tensor, model: nn.Module) -> torch.Tensor:
+        """QAM's pre-NMS pool (SPEC §5.1): locations whose best class score > score_thresh, the top pre_nms_topk
+        of them per FPN level. -> location indices."""
+        mcfg = model.cfg
+        best = scores.max(1).values
+        keep = []
+        for lvl in torch.unique(levels).tolist():
+            idx = torch.nonzero((levels == lvl) & (best > mcfg.score_thresh)).flatten()
+            if idx.numel() > mcfg.pre_nms_topk:
+                idx = idx[best[idx].topk(mcfg.pre_nms_topk).indices]
+            keep.append(idx)
+        return torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long, device=scores.device)
+
+
+METHODS.setdefault("teacher_student", TeacherStudentMethod)
