@@ -1,9 +1,11 @@
-"""Run a checkpoint's student on image files: COCO results JSON and one overlay PNG per image."""
+"""Run a checkpoint (PyTorch) or an exported model (boxseg.runtime) on image files: COCO results JSON and one
+overlay PNG per image."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +42,48 @@ def read_image(path: Path) -> np.ndarray:
 
 def predict_folder(checkpoint: str | Path, images: str | Path, out_dir: str | Path, score_thr: float = 0.3,
                    device: str = "cpu", batch_size: int = 4, overlays: bool = True) -> dict[str, Any]:
-    """Write ``out_dir/results.json`` (COCO results; image_id = position in the sorted file list, plus
-    ``file_name``) and ``out_dir/<image stem>.png`` overlays. Returns a summary."""
+    """Run a checkpoint's student (PyTorch) on image files. See ``write_predictions`` for the outputs."""
     from boxseg.train.evaluate import model_from_checkpoint, predict_images
 
-    from boxseg.data.visualize import draw_instances
-    from boxseg.eval.results import instances_to_coco
-
-    files = list_images(images)
     model, cfg, ckpt = model_from_checkpoint(checkpoint, device)
     class_names = list(ckpt["class_names"])
     cat_ids = list(ckpt.get("cat_ids") or range(1, len(class_names) + 1))
+    summary = write_predictions(
+        lambda arrays: predict_images(model, arrays, cfg.input, device, score_thr),
+        list_images(images), out_dir, class_names, cat_ids, batch_size, overlays)
+    return {"checkpoint": str(checkpoint), "score_thr": score_thr, **summary}
+
+
+def predict_folder_exported(model_path: str | Path, images: str | Path, out_dir: str | Path,
+                            score_thr: float = 0.3, device: str = "cpu", batch_size: int = 4,
+                            overlays: bool = True, threads: int = 0) -> dict[str, Any]:
+    """Run an exported model through ``boxseg.runtime`` (no torch). The resize rule comes from the model's
+    metadata (``boxseg.test_size`` / ``boxseg.test_max_size``), so results match the PyTorch predictor."""
+    from boxseg.runtime import Predictor
+
+    probe = Predictor(model_path, device=device, threads=threads)
+    meta = probe.metadata
+    predictor = Predictor(model_path, device=device, threads=threads,
+                          min_size=int(meta.get("boxseg.test_size", 0) or 0),
+                          max_size=int(meta.get("boxseg.test_max_size", 0) or 0),
+                          score_threshold=score_thr)
+    class_names = list(predictor.class_names)
+    cat_ids = json.loads(meta["boxseg.cat_ids"]) if "boxseg.cat_ids" in meta else list(
+        range(1, len(class_names) + 1))
+    summary = write_predictions(predictor.predict_batch, list_images(images), out_dir, class_names, cat_ids,
+                                batch_size, overlays)
+    return {"model": str(model_path), "score_thr": score_thr, **summary}
+
+
+def write_predictions(predict_chunk: Callable[[list[np.ndarray]], list[dict[str, Any]]], files: list[Path],
+                      out_dir: str | Path, class_names: list[str], cat_ids: list[int], batch_size: int = 4,
+                      overlays: bool = True) -> dict[str, Any]:
+    """Write ``out_dir/results.json`` (COCO results; image_id = position in the sorted file list, plus
+    ``file_name``) and ``out_dir/<image stem>.png`` overlays. ``predict_chunk`` maps uint8 RGB images to dicts
+    with ``boxes`` (original pixels), ``scores``, ``classes`` and bool ``masks``."""
+    from boxseg.data.visualize import draw_instances
+    from boxseg.eval.results import instances_to_coco
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
@@ -58,8 +91,7 @@ def predict_folder(checkpoint: str | Path, images: str | Path, out_dir: str | Pa
     for start in range(0, len(files), max(1, batch_size)):
         chunk = files[start: start + batch_size]
         arrays = [read_image(f) for f in chunk]
-        preds = predict_images(model, arrays, cfg.input, device, score_thr)
-        for k, (f, image, p) in enumerate(zip(chunk, arrays, preds)):
+        for k, (f, image, p) in enumerate(zip(chunk, arrays, predict_chunk(arrays))):
             image_id = start + k + 1
             dets = instances_to_coco(image_id, p["boxes"], p["scores"], p["classes"], p["masks"], cat_ids)
             for d in dets:
@@ -73,7 +105,6 @@ def predict_folder(checkpoint: str | Path, images: str | Path, out_dir: str | Pa
     tmp.write_text(json.dumps(results))
     os.replace(tmp, out / "results.json")
     return {
-        "checkpoint": str(checkpoint), "images": len(files), "instances": len(results),
-        "results": str(out / "results.json"), "overlays": str(out) if overlays else None,
-        "score_thr": score_thr, "per_image": per_image,
+        "images": len(files), "instances": len(results), "results": str(out / "results.json"),
+        "overlays": str(out) if overlays else None, "per_image": per_image,
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from boxseg.cli import COMMANDS, not_built
+from boxseg.cli import COMMANDS
 
 
 def resolve_data(data: str) -> Path:
@@ -50,16 +50,14 @@ def cli(data: str, baseline: str | None, checkpoint: str | None, device: str, ba
         metrics = evaluate(ds.ann_file, baseline_results(ds.ann_file, baseline), IOU_TYPES,
                            per_category=per_category)
     else:
-        try:
-            from boxseg.train.evaluate import evaluate_checkpoint
-        except ModuleNotFoundError as e:
-            if e.name not in (None, "boxseg.train", "boxseg.train.evaluate"):
-                raise  # a real missing dependency inside the trainer, not an unbuilt stage
-            not_built("`boxseg eval --checkpoint`", "boxseg.train.evaluate.evaluate_checkpoint")
-            return
+        from boxseg.train.evaluate import evaluate_checkpoint
+
         predictor = f"checkpoint:{checkpoint}"
-        metrics = evaluate_checkpoint(checkpoint, str(path), device=device, batch_size=batch_size,
-                                      score_thr=score_thr)
+        try:
+            metrics = evaluate_checkpoint(checkpoint, str(path), device=device, batch_size=batch_size,
+                                          score_thr=score_thr)
+        except (ValueError, OSError) as e:  # CheckpointError / ConfigError: a file of the wrong kind
+            raise click.ClickException(str(e)) from e
     result = {"data": str(path), "predictor": predictor, "segm": metrics["segm"], "bbox": metrics["bbox"]}
     if per_category:
         result["per_category"] = {t: metrics[t].pop("per_category", None) for t in IOU_TYPES}

@@ -1,4 +1,4 @@
-"""`boxseg predict`: run a checkpoint on images; write COCO results JSON and overlay PNGs."""
+"""`boxseg predict`: run a checkpoint (PyTorch) or an exported model (boxseg.runtime) on images; write COCO results JSON and overlay PNGs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import click
 
-from boxseg.cli import COMMANDS, not_built
+from boxseg.cli import COMMANDS
 
 
 @click.command("predict", help=COMMANDS["predict"])
@@ -24,17 +24,22 @@ def cli(checkpoint: str | None, model_path: str | None, images: str, out_dir: st
         batch: int, no_overlays: bool, as_json: bool) -> None:
     if (checkpoint is None) == (model_path is None):
         raise click.UsageError("give exactly one of --checkpoint CKPT or --model MODEL.onnx")
-    if model_path is not None:
-        not_built("`boxseg predict --model` (exported-model prediction through boxseg.runtime)", "runtime issue")
-    from boxseg.train.checkpoint import CheckpointError
-    from boxseg.train.config import ConfigError
-    from boxseg.train.predict import predict_folder
+    from boxseg.train.predict import predict_folder, predict_folder_exported
 
     try:
-        summary = predict_folder(checkpoint, images, out_dir, score_thr=score_thr, device=device,
-                                 batch_size=batch, overlays=not no_overlays)
-    except (CheckpointError, ConfigError, FileNotFoundError, OSError) as exc:
+        if model_path is not None:  # the exported graph through boxseg.runtime: torch is never imported
+            summary = predict_folder_exported(model_path, images, out_dir, score_thr=score_thr, device=device,
+                                              batch_size=batch, overlays=not no_overlays)
+        else:
+            summary = predict_folder(checkpoint, images, out_dir, score_thr=score_thr, device=device,
+                                     batch_size=batch, overlays=not no_overlays)
+    except (ValueError, OSError) as exc:
+        # Bad input: CheckpointError / ConfigError / the runtime's image checks are ValueErrors.
         raise click.ClickException(str(exc)) from exc
+    except RuntimeError as exc:
+        if model_path is None:
+            raise  # a failure inside PyTorch: keep the traceback
+        raise click.ClickException(str(exc)) from exc  # the runtime's "cannot load this model" errors
     if as_json:
         click.echo(json.dumps(summary))
         return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -81,10 +80,11 @@ def test_eval_needs_exactly_one_predictor(tiny: Path) -> None:
     assert _run("eval", "--data", str(tiny), "--baseline", "ellipse", "--checkpoint", str(ckpt)).exit_code == 2
 
 
-def test_eval_checkpoint_not_built_exits_2(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "boxseg.train.evaluate", None)  # as if the trainer stage were absent
-    r = _run("eval", "--data", str(tiny), "--checkpoint", str(tiny / "annotations.json"))
-    assert r.exit_code == 2 and "not built" in r.output and r.stdout == ""
+def test_eval_checkpoint_of_the_wrong_kind_is_a_clear_error(tiny: Path) -> None:
+    bogus = tiny / "annotations.json"  # exists, but is no checkpoint
+    r = _run("eval", "--data", str(tiny), "--checkpoint", str(bogus))
+    assert r.exit_code == 1 and str(bogus) in r.output and "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
 
 
 def test_eval_bad_data_exits_1_naming_the_file(tmp_path: Path) -> None:
