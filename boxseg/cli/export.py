@@ -1,11 +1,79 @@
-"""`boxseg export` (not built yet)."""
+"""`boxseg export`: the trained student to ONNX or TensorRT (choices, validation and dispatch from the format table)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
 
-from boxseg.cli import COMMANDS, not_built
+from boxseg.cli import COMMANDS
 
 
-@click.command("export", help=COMMANDS["export"], context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def cli(args: tuple[str, ...]) -> None:
-    not_built("`boxseg export`", "open issue")
+def _format_choice(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from boxseg.export.errors import ExportError
+    from boxseg.export.formats import get_format
+
+    try:
+        return get_format(value).name
+    except ExportError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _format_help() -> str:
+    from boxseg.export.formats import FORMATS
+
+    return "Output format: " + ", ".join(f"{f.name} ({f.title}, {f.suffix})" for f in FORMATS) + "."
+
+
+@click.command("export", help=COMMANDS["export"])
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Training checkpoint (.pt); its student weights are exported, never the teacher's.")
+@click.option("--format", "fmt", required=True, callback=_format_choice, help=_format_help())
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output file.")
+@click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18..23).")
+@click.option("--dynamic/--static", default=True, show_default=True,
+              help="Dynamic batch/height/width (the runtime contract), or fixed to --batch x --imgsz.")
+@click.option("--batch", default=1, show_default=True, type=int,
+              help="Largest batch (TensorRT profile); the batch of a --static graph.")
+@click.option("--imgsz", nargs=2, type=int, default=(640, 640), show_default=True, metavar="H W",
+              help="Largest input canvas (multiples of 32); the input size of a --static graph.")
+@click.option("--max-dets", type=int, default=None, help="Detections per image D (default: the model config).")
+@click.option("--half", is_flag=True, help="fp16 (TensorRT).")
+@click.option("--int8", is_flag=True, help="int8 with entropy calibration (TensorRT); needs --calib-data.")
+@click.option("--calib-data", type=click.Path(path_type=Path), default=None,
+              help="COCO-format folder (annotations.json + images/) or image folder for int8 calibration.")
+@click.option("--verify", is_flag=True, help="Compare with PyTorch before writing (nothing is written on failure).")
+@click.option("--verify-data", type=click.Path(path_type=Path), default=None,
+              help="Images for --verify (default: held-out synthetic scenes).")
+@click.option("--workspace", default=4.0, show_default=True, type=float, help="TensorRT workspace in GiB.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def cli(checkpoint: Path, fmt: str, out: Path, opset: int, dynamic: bool, batch: int, imgsz: tuple[int, int],
+        max_dets: int | None, half: bool, int8: bool, calib_data: Path | None, verify: bool,
+        verify_data: Path | None, workspace: float, as_json: bool) -> None:
+    from boxseg.export.api import export
+    from boxseg.export.errors import ExportError
+    from boxseg.export.options import ExportOptions
+
+    opts = ExportOptions(opset=opset, dynamic=dynamic, batch=batch, imgsz=tuple(imgsz), max_dets=max_dets,
+                         half=half, int8=int8, calib_data=calib_data, verify=verify, verify_data=verify_data,
+                         workspace_gb=workspace)
+    try:
+        result = export(checkpoint, fmt, out, opts)
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), default=str))
+        return
+    size_mb = result.size_bytes / 2**20
+    click.echo(f"Exported the student to {result.path} ({fmt}, {size_mb:.1f} MiB) in {result.seconds:.1f} s.")
+    problems = result.details.get("tensorrt_problems")
+    if problems:
+        click.echo(f"Warning: {len(problems)} node(s) TensorRT's ONNX parser would reject:", err=True)
+        for line in problems[:10]:
+            click.echo(f"  {line}", err=True)
+    if result.verification is not None:
+        v = result.verification
+        click.echo(f"Verified against PyTorch: {'passed' if v['passed'] else 'FAILED'} "
+                   f"(max box err {v['box_abs_err']:.2e} px, score err {v['score_abs_err']:.2e}, "
+                   f"min mask IoU {v['min_mask_iou']:.4f}, {len(v['cases'])} cases).")

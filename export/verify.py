@@ -1,0 +1,222 @@
+"""Checks that an exported graph computes what the PyTorch student computes.
+
+- `check_onnx_file`: onnx.checker (full check, with shape inference) on the file.
+- `verify_onnx`: ONNX Runtime vs `CondInst.inference` (eager PyTorch) on the same images at several batch sizes and
+  input sizes. Detections are matched per image (same class, scores within tolerance, best box IoU), so a swap of
+  two near-tied scores is not a failure; every detection must find its partner.
+  Criteria (TOLERANCES): boxes within 1e-3 relative (|a-b| <= 1e-3 * max(|b|, 1 px)), scores within 1e-4 absolute,
+  per-instance mask IoU >= 0.99 (masks thresholded at the model's mask threshold), equal num_dets.
+- `mask_ap_equality`: the full evaluation pipeline (letterbox, model, paste masks to the original image, COCO
+  eval) once with PyTorch and once with the graph; mask AP must agree within 0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from boxseg.export.errors import ExportError
+from boxseg.export.graph import OUTPUT_NAMES
+from boxseg.export.images import letterbox
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    box_rel: float = 1e-3
+    score_abs: float = 1e-4
+    mask_iou: float = 0.99
+    ap_delta: float = 0.1
+
+
+TOLERANCES = Tolerances()
+Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def check_onnx_file(path: str | Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{str(path)!r} fails onnx.checker: {exc}") from exc
+
+
+def ort_runner(path: str | Path, threads: int | None = None) -> Runner:
+    """A function images -> outputs by name, backed by an ONNX Runtime CPU session on `path`."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(None, {"images": np.ascontiguousarray(images, dtype=np.float32)})))
+
+    return run
+
+
+def torch_runner(model, max_dets: int | None = None) -> Runner:
+    """The reference: eager `CondInst.inference` on CPU."""
+    import torch
+
+    model = model.eval()
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            det = model.inference(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
+                                  max_dets=max_dets)
+        return {name: getattr(det, name).cpu().numpy() for name in OUTPUT_NAMES}
+
+    return run
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(4,) vs (n, 4) xyxy."""
+    lt = np.maximum(a[:2], b[:, :2])
+    rb = np.minimum(a[2:], b[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    def area(x: np.ndarray) -> np.ndarray:
+        return np.clip(x[..., 2] - x[..., 0], 0, None) * np.clip(x[..., 3] - x[..., 1], 0, None)
+
+    union = area(a) + area(b) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), (np.abs(b - a).max(1) == 0).astype(float))
+
+
+def compare_detections(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Tolerances = TOLERANCES,
+                       mask_threshold: float = 0.5) -> dict[str, Any]:
+    """Compare two sets of graph outputs (batched, padded). Returns metrics, `failures` and `passed`."""
+    failures: list[str] = []
+    for name in OUTPUT_NAMES:
+        if ref[name].shape != got[name].shape:
+            failures.append(f"{name}: shape {got[name].shape}, expected {ref[name].shape}")
+    if failures:
+        return {"passed": False, "failures": failures}
+    worst = {"box_rel_err": 0.0, "box_abs_err": 0.0, "score_abs_err": 0.0, "mask_prob_abs_err": 0.0,
+             "min_mask_iou": 1.0}
+    matched = 0
+    for b in range(ref["scores"].shape[0]):
+        n_ref, n_got = int(ref["num_dets"][b]), int(got["num_dets"][b])
+        if n_ref != n_got:
+            failures.append(f"image {b}: num_dets {n_got}, expected {n_ref}")
+        n = min(n_ref, n_got)
+        free = np.ones(n_got, dtype=bool)
+        for i in range(n_ref):
+            cands = np.flatnonzero(free & (got["classes"][b, :n_got] == ref["classes"][b, i])
+                                   & (np.abs(got["scores"][b, :n_got] - ref["scores"][b, i]) <= tol.score_abs))
+            if cands.size == 0:
+                failures.append(f"image {b}: detection {i} (class {ref['classes'][b, i]}, score "
+                                f"{ref['scores'][b, i]:.6f}) has no counterpart")
+                continue
+            j = cands[np.argmax(_box_iou(ref["boxes"][b, i], got["boxes"][b, cands]))]
+            free[j] = False
+            matched += 1
+            rb, gb = ref["boxes"][b, i], got["boxes"][b, j]
+            worst["box_abs_err"] = max(worst["box_abs_err"], float(np.abs(gb - rb).max()))
+            worst["box_rel_err"] = max(worst["box_rel_err"],
+                                       float((np.abs(gb - rb) / np.maximum(np.abs(rb), 1.0)).max()))
+            worst["score_abs_err"] = max(worst["score_abs_err"], float(abs(got["scores"][b, j] - ref["scores"][b, i])))
+            rm, gm = ref["masks"][b, i], got["masks"][b, j]
+            worst["mask_prob_abs_err"] = max(worst["mask_prob_abs_err"], float(np.abs(gm - rm).max()))
+            worst["min_mask_iou"] = min(worst["min_mask_iou"], _mask_iou(rm > mask_threshold, gm > mask_threshold))
+        # padding rows must be padding on both sides
+        pad = slice(n, None)
+        if (got["scores"][b, pad] != 0).any() or (got["classes"][b, pad] != -1).any():
+            failures.append(f"image {b}: padding rows after {n} are not (score 0, class -1)")
+    if worst["box_rel_err"] > tol.box_rel:
+        failures.append(f"box relative error {worst['box_rel_err']:.3g} > {tol.box_rel}")
+    if worst["score_abs_err"] > tol.score_abs:
+        failures.append(f"score error {worst['score_abs_err']:.3g} > {tol.score_abs}")
+    if worst["min_mask_iou"] < tol.mask_iou:
+        failures.append(f"mask IoU {worst['min_mask_iou']:.4f} < {tol.mask_iou}")
+    return {"passed": not failures, "failures": failures[:20], "matched": matched, **worst}
+
+
+def sample_images(count: int = 4, size: tuple[int, int] = (320, 416), folder: str | Path | None = None,
+                  seed: int = 12345) -> list[np.ndarray]:
+    """uint8 HWC RGB images: the first `count` of `folder`, or procedural synthetic scenes (a seed the training
+    data never uses, so they are held out)."""
+    if folder is not None:
+        from boxseg.export.images import list_images, read_rgb
+
+        return [read_rgb(p) for p in list_images(folder, limit=count)]
+    from boxseg.data.synth import render_image
+
+    return [render_image(i, seed=seed, size=size).image for i in range(count)]
+
+
+def verify_onnx(model, onnx_path: str | Path, *, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]],
+                batches: Sequence[int] = (1, 4), max_dets: int | None = None, tol: Tolerances = TOLERANCES,
+                runner: Runner | None = None) -> dict[str, Any]:
+    """ONNX Runtime (or `runner`, e.g. a TensorRT engine) vs PyTorch for every (batch, size) case."""
+    check_onnx_file(onnx_path)
+    got_run = runner or ort_runner(onnx_path)
+    ref_run = torch_runner(model, max_dets)
+    cases = []
+    for size in sizes:
+        prepared = [letterbox(img, size)[0] for img in images]
+        for batch in batches:
+            x = np.stack([prepared[i % len(prepared)] for i in range(batch)])
+            report = compare_detections(ref_run(x), got_run(x), tol, float(model.cfg.mask_thresh))
+            cases.append({"batch": batch, "size": list(size), **report})
+    keys = ("box_abs_err", "box_rel_err", "score_abs_err", "mask_prob_abs_err")
+    summary = {k: max((c.get(k, float("inf")) for c in cases), default=0.0) for k in keys}
+    summary["min_mask_iou"] = min((c.get("min_mask_iou", 0.0) for c in cases), default=1.0)
+    return {"passed": all(c["passed"] for c in cases), "cases": cases, **summary}
+
+
+def _detections_to_coco(out: dict[str, np.ndarray], b: int, image_id: int, scale: float, resized: tuple[int, int],
+                        orig: tuple[int, int], cat_ids: Sequence[int], mask_threshold: float) -> list[dict]:
+    import torch
+
+    from boxseg.eval.results import instances_to_coco
+    from boxseg.model.postprocess import paste_masks
+
+    n = int(out["num_dets"][b])
+    boxes = out["boxes"][b, :n]
+    masks = paste_masks(torch.from_numpy(out["masks"][b, :n]), torch.from_numpy(boxes), orig, input_size=resized,
+                        threshold=mask_threshold).numpy()
+    boxes_orig = boxes / scale
+    boxes_orig[:, 0::2] = boxes_orig[:, 0::2].clip(0, orig[1])
+    boxes_orig[:, 1::2] = boxes_orig[:, 1::2].clip(0, orig[0])
+    return instances_to_coco(image_id, boxes_orig, out["scores"][b, :n], out["classes"][b, :n], masks, cat_ids)
+
+
+def mask_ap_equality(model, onnx_path: str | Path, dataset_dir: str | Path, *, imgsz: tuple[int, int] = (320, 320),
+                     max_images: int | None = None, runner: Runner | None = None, tol: Tolerances = TOLERANCES
+                     ) -> dict[str, Any]:
+    """COCO mask and box AP of PyTorch and of the graph on a COCO-format folder; `passed` when mask AP agrees."""
+    from boxseg.data.coco import CocoDataset
+    from boxseg.eval.coco_eval import evaluate
+
+    ds = CocoDataset(dataset_dir)
+    got_run = runner or ort_runner(onnx_path)
+    ref_run = torch_runner(model)
+    results: dict[str, list[dict]] = {"torch": [], "onnx": []}
+    count = len(ds) if max_images is None else min(len(ds), max_images)
+    for i in range(count):
+        item = ds[i]
+        img = item["image"]
+        x, scale = letterbox(img, imgsz, fill_canvas=False)
+        resized = (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)))
+        for key, run in (("torch", ref_run), ("onnx", got_run)):
+            out = run(x[None])
+            results[key] += _detections_to_coco(out, 0, item["image_id"], scale, resized, img.shape[:2], ds.cat_ids,
+                                                float(model.cfg.mask_thresh))
+    metrics = {}
+    for key, res in results.items():
+        ev = evaluate(ds.ann_file, res, iou_types=("segm", "bbox")) if res else None
+        metrics[key] = {"segm_AP": ev["segm"]["AP"] if ev else 0.0, "bbox_AP": ev["bbox"]["AP"] if ev else 0.0,
+                        "detections": len(res)}
+    delta = abs(metrics["torch"]["segm_AP"] - metrics["onnx"]["segm_AP"])
+    return {"passed": delta <= tol.ap_delta, "images": count, "segm_AP_delta": delta,
+            "bbox_AP_delta": abs(metrics["torch"]["bbox_AP"] - metrics["onnx"]["bbox_AP"]), **metrics}
