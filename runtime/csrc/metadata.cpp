@@ -254,6 +254,10 @@ ModelInfo parse_model_info(const std::map<std::string, std::string>& md, const s
   if (auto v = find_key(md, "boxseg.size_divisor"))
     info.size_divisor = parse_int(*v, key("boxseg.size_divisor"));
   if (auto v = find_key(md, "boxseg.mask_stride")) info.mask_stride = parse_int(*v, key("boxseg.mask_stride"));
+  if (auto v = find_key(md, "boxseg.min_size")) info.min_input_size = parse_int(*v, key("boxseg.min_size"));
+  if (info.min_input_size < 0)
+    throw std::invalid_argument(key("boxseg.min_size") + ": expected >= 0, got " +
+                                std::to_string(info.min_input_size));
   if (auto v = find_key(md, "boxseg.max_dets")) info.max_dets = parse_int(*v, key("boxseg.max_dets"));
   if (auto v = find_key(md, "boxseg.mask_threshold"))
     info.mask_threshold = float(parse_double(*v, key("boxseg.mask_threshold")));

@@ -16,6 +16,9 @@ struct ModelInfo {
   std::string input_format;
   std::vector<std::string> class_names;
   int64_t size_divisor = 32;
+  // `boxseg.min_size`: the smallest padded side for which the graph fills all max_dets slots (its fixed top-k
+  // needs that many locations); smaller inputs are padded up to it. 0 = no minimum.
+  int64_t min_input_size = 0;
   int64_t mask_stride = 4;
   int64_t max_dets = 0;
   float mask_threshold = 0.5f;

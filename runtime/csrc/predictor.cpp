@@ -53,7 +53,13 @@ BatchResult Predictor::predict(const std::vector<ImageView>& images, bool rle) c
     check_image(images[i], i);
     plans.push_back(plan_resize(images[i].height, images[i].width, config_.min_size, config_.max_size));
   }
-  const auto padded = padded_size(plans, info_.size_divisor);
+  auto padded = padded_size(plans, info_.size_divisor);
+  if (info_.min_input_size > 0) {  // pad tiny images up to the graph's minimum (a multiple of the divisor)
+    const int64_t d = info_.size_divisor;
+    const int64_t floor_side = (info_.min_input_size + d - 1) / d * d;
+    padded[0] = std::max(padded[0], floor_side);
+    padded[1] = std::max(padded[1], floor_side);
+  }
   const int64_t B = static_cast<int64_t>(images.size()), H = padded[0], W = padded[1];
   const size_t elems = static_cast<size_t>(B * 3 * H * W);
 
