@@ -626,26 +626,18 @@ class TensorRTBackend(Backend):
 
 
 def export_checkpoint_to_onnx(checkpoint: str | Path, out_dir: str | Path) -> tuple[Path | None, str]:
-    """Export a checkpoint to ONNX through the export format table if the exporter is built.
-
-    Returns (path, "") or (None, reason). Calls the table's ONNX exporter as ``fn(checkpoint, output)``.
-    """
+    """Export a checkpoint to ONNX with ``boxseg.export.export``. Returns (path, "") or (None, reason)."""
     try:
+        from boxseg.export import export
         from boxseg.export.formats import get_format
-
-        fmt = get_format("onnx")
-        ok, reason = fmt.available()
-        if not ok:
-            return None, reason
-        fn = fmt.exporter_fn()
-    except (ImportError, AttributeError) as exc:
-        return None, f"the ONNX exporter is not built yet ({_short(exc)}); pass an .onnx file"
+    except ImportError as exc:
+        return None, f"the ONNX exporter is not available ({_short(exc)}); pass an .onnx file"
+    ok, reason = get_format("onnx").available()
+    if not ok:
+        return None, reason
     out = Path(out_dir) / (Path(checkpoint).stem + ".onnx")
     try:
-        result = fn(str(checkpoint), str(out))
+        result = export(checkpoint, "onnx", out)
     except Exception as exc:  # noqa: BLE001 - any exporter failure becomes a skip reason
         return None, f"ONNX export of {Path(checkpoint).name} failed: {_short(exc)}"
-    path = Path(result) if isinstance(result, (str, Path)) else out
-    if not path.is_file():
-        return None, f"ONNX export of {Path(checkpoint).name} wrote no file at {path}"
-    return path, ""
+    return Path(result.path), ""
