@@ -1,8 +1,11 @@
 """Training configuration: dataclasses, YAML presets and ``a.b.c=value`` overrides.
 
 One config system: every section is a dataclass, a preset is a YAML file holding a partial dict over the
-dataclass defaults (``configs/<preset>.yaml``), and command-line overrides are applied last. Values are
-type-checked against the dataclass field annotations, so a typo or a wrong type fails before training starts.
+dataclass defaults (``configs/<preset>.yaml``, which names its ``method``), an overlay is a YAML without a
+``method`` applied over a preset (``--config``; ``configs/synthetic_cpu.yaml`` sizes any preset for the synthetic
+data on a small CPU), and command-line overrides are applied last. The dataclass defaults and the presets hold the
+SPEC (COCO) recipe. Values are type-checked against the dataclass field annotations, so a typo or a wrong type
+fails before training starts.
 
 The engine never branches on the preset name; it reads ``method`` and the section values. New sections (the
 teacher-student keys) are added as new dataclass fields of :class:`TrainConfig`; loading, overrides, type checks
@@ -18,7 +21,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from boxseg.train.losses.config import LossConfig
@@ -111,6 +114,9 @@ class TrainConfig:
     bpma: BPMAConfig = field(default_factory=BPMAConfig)
     pc: PCConfig = field(default_factory=PCConfig)
 
+    # Keys that lived elsewhere before: the loader names their new place instead of "unknown key".
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"mask_sup": "loss.mask_sup"}
+
     def __post_init__(self) -> None:
         if self.pseudo_labeler not in PSEUDO_LABELERS:
             raise ValueError(f"config key pseudo_labeler: got {self.pseudo_labeler!r}, "
@@ -123,38 +129,78 @@ def reads_gt_masks(cfg: TrainConfig) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Preset discovery
+# Preset and overlay discovery
 
 
 def config_dirs() -> list[Path]:
-    """Folders searched for ``<preset>.yaml``, first match wins: $BOXSEG_CONFIG_DIR, the packaged copy, the
-    source checkout's ``configs/``, and the teacher-student presets beside their code."""
-    import boxseg
+    """Folders searched for ``<name>.yaml``, first match wins: $BOXSEG_CONFIG_DIR, then the shipped ``configs/``.
 
-    here = Path(__file__).resolve().parent
+    The shipped folder is ``boxseg/configs`` in an installed wheel (the wheel maps the repository's ``configs/``
+    there) and the repository's ``configs/`` in an editable install; both are ``<this file>/../../configs`` seen
+    from the ``boxseg.train`` package folder (``boxseg/train`` installed, ``train/`` in the checkout).
+    """
     dirs = []
     if os.environ.get("BOXSEG_CONFIG_DIR"):
         dirs.append(Path(os.environ["BOXSEG_CONFIG_DIR"]))
-    dirs += [Path(boxseg.__file__).resolve().parent / "configs", here.parent / "configs", here / "pseudo" / "presets"]
+    dirs.append(Path(__file__).resolve().parent.parent / "configs")
     return [d for d in dirs if d.is_dir()]
 
 
-def available_presets() -> list[str]:
-    names: set[str] = set()
+def _config_files() -> dict[str, Path]:
+    """name -> file of every shipped/user config YAML (first folder wins)."""
+    files: dict[str, Path] = {}
     for d in config_dirs():
-        names.update(p.stem for p in d.glob("*.yaml"))
-    return sorted(names)
+        for p in sorted(d.glob("*.yaml")):
+            files.setdefault(p.stem, p)
+    return files
+
+
+def is_preset_file(path: Path) -> bool:
+    """A preset names its training ``method``; a YAML without one is an overlay (applied with ``--config`` over a
+    preset, e.g. ``synthetic_cpu``)."""
+    try:
+        return "method" in read_yaml(path)
+    except ConfigError:
+        return True  # a broken preset should fail loudly when loaded, not vanish from the list
+
+
+def available_presets() -> list[str]:
+    return sorted(name for name, p in _config_files().items() if is_preset_file(p))
+
+
+def available_overlays() -> list[str]:
+    return sorted(name for name, p in _config_files().items() if not is_preset_file(p))
 
 
 def preset_path(preset: str) -> Path:
-    for d in config_dirs():
-        p = d / f"{preset}.yaml"
-        if p.is_file():
-            return p
+    files = _config_files()
+    if preset in files:
+        if not is_preset_file(files[preset]):
+            raise ConfigError(f"'{preset}' ({files[preset]}) is a config overlay, not a preset (it sets no "
+                              f"'method'): apply it over a preset, e.g. --preset boxinst --config {preset}")
+        return files[preset]
     names = available_presets()
     close = difflib.get_close_matches(preset, names, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     raise ConfigError(f"unknown preset '{preset}' (available: {', '.join(names) or 'none found'}){hint}")
+
+
+def config_file(name_or_path: str | Path) -> Path:
+    """A YAML applied over a preset: an existing file, or the name of a shipped one (``synthetic_cpu``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    text = str(name_or_path)
+    files = _config_files()
+    if "/" not in text and os.sep not in text:
+        stem = text.removesuffix(".yaml")
+        if stem in files:
+            return files[stem]
+    overlays = available_overlays()
+    close = difflib.get_close_matches(text, list(files), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"config file '{text}': no such file, and no shipped config of that name (overlays: "
+                      f"{', '.join(overlays) or 'none found'}){hint}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -163,13 +209,16 @@ def preset_path(preset: str) -> Path:
 
 def load_config(preset: str | None = None, yaml_path: str | Path | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Defaults, then the preset YAML, then ``yaml_path``, then ``key=value`` overrides (later wins)."""
+    """Defaults, then the preset YAML, then ``yaml_path`` (a file or a shipped overlay's name, e.g.
+    ``synthetic_cpu``), then ``key=value`` overrides (later wins)."""
     cfg = TrainConfig()
     if preset:
-        cfg = merge_dict(cfg, read_yaml(preset_path(preset)), source=str(preset_path(preset)))
+        path = preset_path(preset)
+        cfg = merge_dict(cfg, read_yaml(path), source=str(path))
         cfg.preset = preset
     if yaml_path is not None:
-        cfg = merge_dict(cfg, read_yaml(Path(yaml_path)), source=str(yaml_path))
+        path = config_file(yaml_path)
+        cfg = merge_dict(cfg, read_yaml(path), source=str(path))
     for item in overrides:
         cfg = apply_override(cfg, item)
     return cfg
@@ -218,9 +267,12 @@ def merge_dict(cfg: Any, data: dict[str, Any], source: str, prefix: str = "") ->
     hints = _type_hints(type(cfg))
     fields = {f.name for f in dataclasses.fields(cfg)}
     updates: dict[str, Any] = {}
-    for name, value in data.items():
+    for name, value in _resolve_aliases(type(cfg), data, source, prefix).items():
         path = f"{prefix}{name}"
         if name not in fields:
+            moved = getattr(type(cfg), "MOVED_KEYS", {}).get(name)
+            if moved:
+                raise ConfigError(f"{source}: key '{path}' has moved to '{moved}'")
             raise ConfigError(f"{source}: unknown key '{path}'{_suggest(str(name), fields, prefix)}")
         current = getattr(cfg, name)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
@@ -234,6 +286,23 @@ def merge_dict(cfg: Any, data: dict[str, Any], source: str, prefix: str = "") ->
             raise
         where = prefix.rstrip(".") or "<root>"
         raise ConfigError(f"{source}: invalid value in section '{where}': {exc}") from exc
+
+
+def _resolve_aliases(cls: type, data: dict[str, Any], source: str, prefix: str) -> dict[str, Any]:
+    """Rename alias keys (a section's ``KEY_ALIASES``, e.g. ``lambda`` -> ``lambda_`` in ``loss.mask_sup``)."""
+    aliases: dict[str, str] = getattr(cls, "KEY_ALIASES", {})
+    if not aliases or not any(k in aliases for k in data):
+        return data
+    out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # canonical name -> the key it was given as
+    for name, value in data.items():
+        canonical = aliases.get(name, name)
+        if canonical in out:
+            alias = name if name != canonical else given[canonical]
+            raise ConfigError(f"{source}: keys '{prefix}{given[canonical]}' and '{prefix}{name}' are the same "
+                              f"setting ('{alias}' is an alias of '{canonical}'); give one of them")
+        out[canonical], given[canonical] = value, name
+    return out
 
 
 def _suggest(name: str, candidates: set[str], prefix: str) -> str:

@@ -91,7 +91,11 @@ def model_from_checkpoint(checkpoint: str | Path, device: torch.device | str = "
 
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     cfg = config_from_dict(ckpt["config"], source=f"checkpoint {checkpoint}, field 'config'")
-    # The trained weights replace the backbone's pretrained ones: do not look for those files again.
+    # The trained weights replace the backbone's pretrained ones: do not look for those files again. The norm
+    # layers' kind may depend on `pretrained` ("auto"), so resolve it first (as boxseg.export.source does).
+    from boxseg.model.backbone.norm import resolve_norm
+
+    cfg.model.backbone_norm = resolve_norm(cfg.model.backbone_norm, cfg.model.pretrained)
     cfg.model.pretrained = False
     model = CondInst(cfg.model)
     load_model_weights(model, ckpt["model"], checkpoint)

@@ -45,12 +45,13 @@ def predict_folder(checkpoint: str | Path, images: str | Path, out_dir: str | Pa
     """Run a checkpoint's student (PyTorch) on image files. See ``write_predictions`` for the outputs."""
     from boxseg.train.evaluate import model_from_checkpoint, predict_images
 
+    files = list_images(images)  # cheap checks before loading the model
     model, cfg, ckpt = model_from_checkpoint(checkpoint, device)
     class_names = list(ckpt["class_names"])
     cat_ids = list(ckpt.get("cat_ids") or range(1, len(class_names) + 1))
     summary = write_predictions(
         lambda arrays: predict_images(model, arrays, cfg.input, device, score_thr),
-        list_images(images), out_dir, class_names, cat_ids, batch_size, overlays)
+        files, out_dir, class_names, cat_ids, batch_size, overlays)
     return {"checkpoint": str(checkpoint), "score_thr": score_thr, **summary}
 
 
@@ -61,6 +62,7 @@ def predict_folder_exported(model_path: str | Path, images: str | Path, out_dir:
     metadata (``boxseg.test_size`` / ``boxseg.test_max_size``), so results match the PyTorch predictor."""
     from boxseg.runtime import Predictor
 
+    files = list_images(images)  # cheap checks before loading the model
     probe = Predictor(model_path, device=device, threads=threads)
     meta = probe.metadata
     predictor = Predictor(model_path, device=device, threads=threads,
@@ -70,8 +72,8 @@ def predict_folder_exported(model_path: str | Path, images: str | Path, out_dir:
     class_names = list(predictor.class_names)
     cat_ids = json.loads(meta["boxseg.cat_ids"]) if "boxseg.cat_ids" in meta else list(
         range(1, len(class_names) + 1))
-    summary = write_predictions(predictor.predict_batch, list_images(images), out_dir, class_names, cat_ids,
-                                batch_size, overlays)
+    summary = write_predictions(predictor.predict_batch, files, out_dir, class_names, cat_ids, batch_size,
+                                overlays)
     return {"model": str(model_path), "score_thr": score_thr, **summary}
 
 

@@ -15,8 +15,9 @@ and shipped. Checkpoints hold the teacher (as the engine's `teacher` entry) and 
 `teacher.source=student` is BoxInst + PC (SPEC §6.8): no teacher; the student labels its own teacher view with QAM
 only to fill the bank and place tutors, and only pasted tutors get the pseudo-mask loss.
 
-Config: the sections `teacher`, `student`, `pseudo_labeler`, `qam`, `bpma`, `pc` and `mask_sup` of the
-`TrainConfig` (see `train/pseudo/config.py`); a missing section means its defaults.
+Config: the sections `teacher`, `student`, `pseudo_labeler`, `qam`, `bpma`, `pc` (see `train/pseudo/config.py`) and
+`loss.mask_sup` (`boxseg.train.losses.config.MaskSupConfig`) of the `TrainConfig`; a missing section means its
+defaults.
 """
 
 from __future__ import annotations
@@ -66,14 +67,9 @@ class TSSections:
 def ts_sections(cfg: Any) -> TSSections:
     """The teacher-student sections of a TrainConfig, defaults where a section is absent.
 
-    `mask_sup` is read from `cfg.mask_sup` or `cfg.loss.mask_sup` when present; otherwise it is built from the
-    loss config's `mask_sup_weight` / `mask_sup_warmup_iters` / `mask_sup_target`.
+    `mask_sup` is `cfg.loss.mask_sup` (SPEC §16.2 `loss.mask_sup`, its one home).
     """
-    mask_sup = getattr(cfg, "mask_sup", None) or getattr(getattr(cfg, "loss", None), "mask_sup", None)
-    if mask_sup is None:
-        loss = cfg.loss
-        mask_sup = MaskSupConfig(lambda_=loss.mask_sup_weight, warmup_iters=loss.mask_sup_warmup_iters,
-                                 target=loss.mask_sup_target)
+    mask_sup = getattr(getattr(cfg, "loss", None), "mask_sup", None) or MaskSupConfig()
     sec = TSSections(
         teacher=getattr(cfg, "teacher", None) or TeacherConfig(),
         student=getattr(cfg, "student", None) or StudentAugConfig(),

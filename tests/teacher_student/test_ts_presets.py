@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
-import boxseg.train.pseudo as pseudo_pkg
 import pytest
-from boxseg.train.config import TrainConfig, load_config, merge_dict, read_yaml
-from boxseg.train.pseudo.config import MaskSupConfig
+from boxseg.train.config import load_config
 from boxseg.train.teacher_student import ts_sections
-
-PRESETS = Path(pseudo_pkg.__file__).parent / "presets"
 
 
 @pytest.mark.parametrize("name", ["boxseg", "boxinst_pc"])
 def test_presets_load(name: str):
-    cfg = load_config(yaml_path=PRESETS / f"{name}.yaml", overrides=["qam.adaptive_k=false", "pc.placement=random"])
+    cfg = load_config(name, overrides=["qam.adaptive_k=false", "pc.placement=random"])
     sec = ts_sections(cfg)
     assert cfg.method == "teacher_student" and sec.pseudo_labeler == "qam"
     assert sec.qam.adaptive_k is False and sec.pc.placement == "random"
-    assert sec.mask_sup.lambda_ == 0.5 and sec.mask_sup.warmup_iters == 500
+    # SPEC §3.3 / §16.2: lambda 0.5 over a 10k-iteration ramp; the method reads the one loss.mask_sup section.
+    assert sec.mask_sup is cfg.loss.mask_sup
+    assert sec.mask_sup.lambda_ == 0.5 and sec.mask_sup.warmup_iters == 10000
     assert sec.teacher.source == ("ema" if name == "boxseg" else "student")
     assert sec.pc.enabled and sec.teacher.input.augment is False
 
 
-def test_boxteacher_preset_with_mask_sup_section():
-    # TrainConfig has no `mask_sup` section yet: extend it the way the engine would.
-    ext = dataclasses.make_dataclass("TSConfig", [("mask_sup", MaskSupConfig,
-                                                   dataclasses.field(default_factory=MaskSupConfig))],
-                                     bases=(TrainConfig,))
-    path = PRESETS / "boxteacher.yaml"
-    cfg = merge_dict(ext(), read_yaml(path), source=str(path))
+def test_boxteacher_preset_has_its_affinity_term():
+    cfg = load_config("boxteacher")
     sec = ts_sections(cfg)
     assert sec.pseudo_labeler == "bpma" and sec.bpma.score == "mcs" and not sec.pc.enabled
     assert sec.mask_sup.affinity_weight == 0.1 and sec.mask_sup.lambda_ == 0.5
+    assert (sec.teacher.ema_momentum, sec.teacher.input.short, sec.teacher.input.max) == (0.999, 800, 1333)
+
+
+def test_synthetic_cpu_overlay_scales_the_teacher_student_keys():
+    cfg = load_config("boxseg", "synthetic_cpu")
+    sec = ts_sections(cfg)
+    assert sec.mask_sup.warmup_iters < cfg.solver.max_iter <= 3000
+    assert sec.mask_sup.lambda_ == 0.5 and sec.qam.stages == "full"  # the method's own settings are untouched
+    assert 0.99 <= sec.teacher.ema_momentum < 0.999
+    assert sec.teacher.input.short <= 352

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from boxseg.train.config import (
@@ -9,17 +11,23 @@ from boxseg.train.config import (
     InputConfig,
     SolverConfig,
     TrainConfig,
+    available_overlays,
     available_presets,
+    config_dirs,
+    config_file,
     config_from_dict,
     config_to_dict,
     load_config,
+    preset_path,
     reads_gt_masks,
     save_config,
 )
 
+PRESETS = ["boxinst", "condinst", "boxteacher", "boxseg", "boxinst_pc"]
+
 
 def test_presets_exist_and_differ_only_where_meant():
-    assert {"boxinst", "condinst"} <= set(available_presets())
+    assert {"boxinst", "condinst", "boxteacher", "boxseg", "boxinst_pc"} <= set(available_presets())
     box, cond = load_config("boxinst"), load_config("condinst")
     assert box.preset == "boxinst" and cond.preset == "condinst"
     assert box.loss.mask_loss == "boxinst" and cond.loss.mask_loss == "condinst"
@@ -29,13 +37,88 @@ def test_presets_exist_and_differ_only_where_meant():
     assert box.model.backbone == "efficientnet_lite0" and box.model.pretrained is True
 
 
-def test_dataclass_defaults_are_the_coco_values_and_presets_the_small_data_values():
+def test_dataclass_defaults_and_presets_are_the_spec_values_and_the_overlay_the_small_data_values():
     d = TrainConfig()
     assert d.input.train_scales == (640, 672, 704, 736, 768, 800) and d.input.train_max_size == 1333
     assert d.solver == SolverConfig()
     assert (d.solver.lr, d.solver.momentum, d.solver.weight_decay, d.solver.warmup_factor) == (0.01, 0.9, 1e-4, 0.001)
-    p = load_config("boxinst")
-    assert max(p.input.train_scales) <= 400 and p.input.test_size == 320
+    for name in PRESETS:
+        p = load_config(name)
+        assert p.solver == d.solver and p.input == d.input, name  # SPEC §11 / §16.2 (COCO, 3x)
+        assert p.model.mask_branch_channels == 16 and p.model.box_score == "vfl", name
+        if p.method == "teacher_student":
+            assert p.loss.pairwise_warmup_iters == 10000 and p.loss.bottom_pixels_removed == 10, name
+            assert (p.loss.mask_sup.lambda_, p.loss.mask_sup.warmup_iters, p.loss.mask_sup.target) == (
+                0.5, 10000, "binary"), name
+            assert (p.teacher.input.short, p.teacher.input.max) == (800, 1333), name
+    small = load_config("boxinst", "synthetic_cpu")
+    assert max(small.input.train_scales) <= 400 and small.input.test_size == 320
+    assert small.solver.max_iter <= 3000 and small.solver.warmup_iters < small.solver.steps[0] < small.solver.max_iter
+    assert small.loss.pairwise_warmup_iters < small.solver.steps[0] and small.runtime.threads == 2
+    assert small.model.fpn_channels < 256 and small.model.head_convs < 4 and small.model.pretrained is True
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_overlay_keeps_what_defines_each_method(name: str):
+    base, small = load_config(name), load_config(name, "synthetic_cpu")
+    assert small.preset == name
+    for section in ("method", "pseudo_labeler", "qam", "bpma", "pc", "student"):
+        assert getattr(small, section) == getattr(base, section), section
+    assert small.loss.mask_loss == base.loss.mask_loss and small.teacher.source == base.teacher.source
+    keep = ("type", "lambda_", "affinity_weight", "target", "weight_exponent")
+    assert [getattr(small.loss.mask_sup, k) for k in keep] == [getattr(base.loss.mask_sup, k) for k in keep]
+    assert small.loss.mask_sup.warmup_iters < small.solver.max_iter
+
+
+def test_overlays_are_not_presets_and_resolve_by_name(tmp_path):
+    assert "synthetic_cpu" in available_overlays() and "synthetic_cpu" not in available_presets()
+    with pytest.raises(ConfigError, match="'synthetic_cpu' .* is a config overlay, not a preset.*--config"):
+        load_config("synthetic_cpu")
+    assert config_file("synthetic_cpu") == config_file("synthetic_cpu.yaml") == preset_path("boxinst").with_name(
+        "synthetic_cpu.yaml")
+    own = tmp_path / "mine.yaml"
+    own.write_text("solver: {lr: 0.03}\n")
+    assert config_file(own) == own and load_config("boxinst", str(own)).solver.lr == 0.03
+    with pytest.raises(ConfigError, match=r"'synthetic_cp': no such file.*overlays: .*synthetic_cpu.*did you mean"):
+        load_config("boxinst", "synthetic_cp")
+
+
+def test_shipped_configs_are_found_beside_the_package_and_a_user_folder_comes_first(tmp_path, monkeypatch):
+    import boxseg.train.config as config_module
+
+    # <boxseg.train folder>/../configs: the repository's configs/ (editable) and boxseg/configs (installed wheel).
+    shipped = Path(config_module.__file__).resolve().parent.parent / "configs"
+    assert config_dirs()[0] == shipped and preset_path("boxseg") == shipped / "boxseg.yaml"
+    (tmp_path / "boxinst.yaml").write_text("method: supervised\nsolver: {lr: 0.5}\n")
+    (tmp_path / "my_method.yaml").write_text("method: supervised\n")
+    monkeypatch.setenv("BOXSEG_CONFIG_DIR", str(tmp_path))
+    assert config_dirs() == [tmp_path, shipped]
+    assert "my_method" in available_presets() and load_config("boxinst").solver.lr == 0.5
+
+
+def test_mask_sup_has_one_home_with_a_lambda_alias(tmp_path):
+    cfg = load_config("boxseg", overrides=["loss.mask_sup.lambda=1.0", "loss.mask_sup.warmup_iters=7"])
+    assert (cfg.loss.mask_sup.lambda_, cfg.loss.mask_sup.warmup_iters) == (1.0, 7)
+    assert load_config("boxseg", overrides=["loss.mask_sup.lambda_=0.25"]).loss.mask_sup.lambda_ == 0.25
+    yml = tmp_path / "alias.yaml"
+    yml.write_text("loss:\n  mask_sup: {lambda: 2.0, affinity_weight: 0.1}\n")
+    assert load_config("boxseg", yml).loss.mask_sup.lambda_ == 2.0
+    d = config_to_dict(load_config("boxseg", yml))
+    assert d["loss"]["mask_sup"]["lambda_"] == 2.0 and "lambda" not in d["loss"]["mask_sup"]  # the canonical key
+    both = tmp_path / "both.yaml"
+    both.write_text("loss:\n  mask_sup: {lambda: 2.0, lambda_: 1.0}\n")
+    with pytest.raises(ConfigError, match=r"keys 'loss\.mask_sup\.lambda' and 'loss\.mask_sup\.lambda_' are the same "
+                                          r"setting \('lambda' is an alias of 'lambda_'\)"):
+        load_config("boxseg", both)
+    # The old flat keys and the old top-level section name their new place.
+    for old, new in (("loss.mask_sup_weight=0.5", "loss.mask_sup.lambda_"),
+                     ("loss.mask_sup_warmup_iters=0", "loss.mask_sup.warmup_iters"),
+                     ("loss.mask_sup_target=soft", "loss.mask_sup.target"),
+                     ("mask_sup.lambda_=0.5", "loss.mask_sup")):
+        with pytest.raises(ConfigError, match=f"has moved to '{new}'"):
+            load_config("boxseg", overrides=[old])
+    with pytest.raises(ConfigError, match=r"loss\.mask_sup\.target: got 'hard'"):
+        load_config("boxseg", overrides=["loss.mask_sup.target=hard"])
 
 
 def test_overrides_are_typed_and_applied_in_order(tmp_path):
@@ -87,7 +170,7 @@ def test_bad_yaml_file_errors_name_the_file(tmp_path):
 
 def test_round_trip_through_dict_and_yaml(tmp_path):
     cfg = load_config("condinst", overrides=["solver.steps=[5, 7]", "model.pixel_mean=[1, 2, 3]",
-                                             "pc.tau=0.7", "runtime.seed=3"])
+                                             "pc.tau=0.7", "runtime.seed=3", "loss.mask_sup.lambda=0.7"])
     d = config_to_dict(cfg)
     assert d["solver"]["steps"] == [5, 7]  # plain containers only
     assert config_from_dict(d) == cfg

@@ -1,11 +1,77 @@
-"""Loss configuration (SPEC §2.2, §3.1-3.3, §16.2 `loss.box_sup`). Plain values so it round-trips through YAML."""
+"""Loss configuration (SPEC §2.2, §3.1-3.3, §16.2 `loss`). Plain values so it round-trips through YAML.
+
+`LossConfig.mask_sup` (a `MaskSupConfig`) is the one home of the pseudo-mask loss settings (SPEC §16.2
+`loss.mask_sup`): the criterion's default pseudo-mask loss and the teacher-student method both read it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 MASK_LOSSES = ("boxinst", "condinst")
+MASK_SUP_TYPES = ("dice", "dice+bce")
+MASK_SUP_TARGETS = ("binary", "soft")
+
+
+@dataclass
+class MaskSupConfig:
+    """SPEC §16.2 `loss.mask_sup`: the quality-aware pseudo-mask loss (BoxSeg Eq. 1 / BT Eq. 2-5).
+
+    `lambda` is a Python keyword, so the field is `lambda_` (the YAML key too); the config loader also accepts
+    `lambda` as an alias of it (`KEY_ALIASES`), in YAML files and in overrides (`loss.mask_sup.lambda=1.0`).
+    """
+
+    KEY_ALIASES: ClassVar[dict[str, str]] = {"lambda": "lambda_"}
+
+    type: str = "dice"            # dice | dice+bce
+    lambda_: float = 0.5          # lambda_mask (SPEC §3.3); lambda_pixel in BoxTeacher
+    warmup_iters: int = 10000     # linear ramp of the whole term (SPEC §3.3)
+    weight_exponent: float = 1.0  # w ** exponent (PAIS-style; 1 = BoxSeg)
+    affinity_weight: float = 0.0  # BT noise-reduced affinity (0.1 in the boxteacher preset)
+    target: str = "binary"        # binary (box-cropped, binarised at tau_pixel) | soft (box-cropped)
+    # Extra keys (not in SPEC §16.2), used by the teacher-student loss:
+    affinity_tau: float = 0.5     # BT Eq. 5 tau_a
+    affinity_dilation: int = 2
+    tau_pixel: float = 0.5        # binarisation threshold of the Dice target (SPEC §3.3 tau_m)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(name: str, expected: str) -> ValueError:
+            return ValueError(f"config key loss.mask_sup.{name}: got {getattr(self, name)!r}, expected {expected}")
+
+        if self.type not in MASK_SUP_TYPES:
+            raise bad("type", f"one of {list(MASK_SUP_TYPES)}")
+        if self.target not in MASK_SUP_TARGETS:
+            raise bad("target", f"one of {list(MASK_SUP_TARGETS)}")
+        if int(self.warmup_iters) < 0:
+            raise bad("warmup_iters", "an integer >= 0")
+        if int(self.affinity_dilation) < 1:
+            raise bad("affinity_dilation", "an integer >= 1")
+        for name in ("lambda_", "affinity_weight", "weight_exponent"):
+            if float(getattr(self, name)) < 0:
+                raise bad(name, "a number >= 0")
+        for name in ("affinity_tau", "tau_pixel"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise bad(name, "a number in [0, 1]")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MaskSupConfig:
+        """Build from a plain dict; `lambda` maps to `lambda_` (giving both is an error)."""
+        d = dict(d)
+        for alias, name in cls.KEY_ALIASES.items():
+            if alias in d:
+                if name in d:
+                    raise ValueError(f"config keys loss.mask_sup.{alias} and loss.mask_sup.{name} are the same "
+                                     "setting; give one of them")
+                d[name] = d.pop(alias)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"loss.mask_sup: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**d)
 
 
 @dataclass
@@ -33,11 +99,16 @@ class LossConfig:
     bottom_pixels_removed: int = 10  # COCO annotation artefact (SPEC §3.2); in original-image pixels
     gt_mask_weight: float = 1.0  # Dice on GT masks in the "condinst" mode
     # Teacher pseudo masks (SPEC §3.3), used when targets carry `pseudo_masks`
-    mask_sup_weight: float = 0.5  # lambda_mask
-    mask_sup_warmup_iters: int = 10000
-    mask_sup_target: str = "binary"  # binary (box-cropped, >= 0.5) | soft (box-cropped)
+    mask_sup: MaskSupConfig = field(default_factory=MaskSupConfig)
+
+    # Keys that used to be flat fields here: the config loader names their new place instead of "unknown key".
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"mask_sup_weight": "loss.mask_sup.lambda_",
+                                            "mask_sup_warmup_iters": "loss.mask_sup.warmup_iters",
+                                            "mask_sup_target": "loss.mask_sup.target"}
 
     def __post_init__(self) -> None:
+        if isinstance(self.mask_sup, dict):  # from_dict / cls(**plain) hand over a plain mapping
+            self.mask_sup = MaskSupConfig.from_dict(self.mask_sup)
         self.validate()
 
     def validate(self) -> None:
@@ -48,14 +119,12 @@ class LossConfig:
             raise bad("box_score", "None, 'vfl' or 'fcos_cls_ctr'")
         if self.mask_loss not in MASK_LOSSES:
             raise bad("mask_loss", f"one of {MASK_LOSSES}")
-        if self.mask_sup_target not in ("binary", "soft"):
-            raise bad("mask_sup_target", "'binary' or 'soft'")
         if self.pairwise_kernel < 3 or self.pairwise_kernel % 2 == 0:
             raise bad("pairwise_kernel", "an odd integer >= 3")
         for name in ("pairwise_dilation", "max_proposals"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "an integer >= 1")
-        for name in ("pairwise_warmup_iters", "mask_sup_warmup_iters", "bottom_pixels_removed"):
+        for name in ("pairwise_warmup_iters", "bottom_pixels_removed"):
             if int(getattr(self, name)) < 0:
                 raise bad(name, "an integer >= 0")
         if self.pairwise_theta <= 0:
@@ -63,6 +132,9 @@ class LossConfig:
         for name in ("vfl_alpha", "focal_alpha", "pairwise_color_thresh"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise bad(name, "a number in [0, 1]")
+        if not isinstance(self.mask_sup, MaskSupConfig):
+            raise bad("mask_sup", "a MaskSupConfig or a mapping of its keys")
+        self.mask_sup.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,5 +144,7 @@ class LossConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"LossConfig: unknown key(s) {unknown}; expected some of {sorted(known)}")
+            moved = [f"{k} -> {cls.MOVED_KEYS[k]}" for k in unknown if k in cls.MOVED_KEYS]
+            hint = f" (moved: {', '.join(moved)})" if moved else ""
+            raise ValueError(f"LossConfig: unknown key(s) {unknown}; expected some of {sorted(known)}{hint}")
         return cls(**d)

@@ -32,8 +32,7 @@ class Criterion:
         self.model_cfg = model_cfg
         self.box_score = model_cfg.box_score
         # The seam for teacher pseudo masks: replace with any callable of the PseudoMaskLoss signature.
-        self.pseudo_loss_fn: PseudoMaskLoss = pseudo_loss_fn or PseudoMaskDiceLoss(
-            loss_cfg.mask_sup_weight, loss_cfg.mask_sup_warmup_iters, loss_cfg.mask_sup_target)
+        self.pseudo_loss_fn: PseudoMaskLoss = pseudo_loss_fn or PseudoMaskDiceLoss(loss_cfg.mask_sup)
 
     def __call__(self, dense: DenseOutput, model: nn.Module, batch: dict[str, Any], iteration: int
                  ) -> dict[str, torch.Tensor]:

@@ -1,8 +1,8 @@
 """Config dataclasses for the teacher-student parts (SPEC §16.2 keys and defaults).
 
 The engine composes these into `TrainConfig` under the same names as SPEC §16.2: `teacher`, `student`, `qam`,
-`bpma`, `pc` and `pseudo_labeler` (a plain string). SPEC `loss.mask_sup` is `MaskSupConfig`; until the TrainConfig
-has a `mask_sup` section, the teacher-student method builds it from the loss config's `mask_sup_*` keys.
+`bpma`, `pc` and `pseudo_labeler` (a plain string). SPEC `loss.mask_sup` is `MaskSupConfig`, which lives with the
+loss config (`boxseg.train.losses.config`, the field `LossConfig.mask_sup`) and is re-exported here.
 Every field has the SPEC default; construction validates and raises a ValueError naming the key and what was
 expected.
 """
@@ -10,6 +10,11 @@ expected.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from boxseg.train.losses.config import MaskSupConfig
+
+__all__ = ["PSEUDO_LABELERS", "BPMAConfig", "ColorJitterConfig", "GaussianBlurConfig", "GrayscaleConfig",
+           "MaskSupConfig", "PCConfig", "QAMConfig", "StudentAugConfig", "TeacherConfig", "TeacherInputConfig"]
 
 # SPEC §16.2 values plus "none" (no teacher: the boxinst/condinst presets). "sim" and "boxcaseg" are not
 # implemented; the teacher-student method rejects them with NotImplementedError.
@@ -105,42 +110,6 @@ class StudentAugConfig:
         if not 0 < lo <= hi:
             raise ValueError(f"config key student.gaussian_blur.sigma: got {self.gaussian_blur.sigma!r}, "
                              "expected (lo, hi) with 0 < lo <= hi")
-
-
-@dataclass
-class MaskSupConfig:
-    """SPEC §16.2 `loss.mask_sup`: the quality-aware pseudo-mask loss (BoxSeg Eq. 1 / BT Eq. 2)."""
-
-    type: str = "dice"            # dice | dice+bce
-    # `lambda` is a Python keyword, so the field is `lambda_`; the YAML/override key `lambda` maps to it
-    # through `from_dict`.
-    lambda_: float = 0.5
-    warmup_iters: int = 10000
-    weight_exponent: float = 1.0
-    affinity_weight: float = 0.0  # BT noise-reduced affinity (0.1 in the boxteacher preset)
-    affinity_tau: float = 0.5     # BT Eq. 5 τ_a
-    affinity_dilation: int = 2
-    target: str = "binary"        # binary | soft
-    tau_pixel: float = 0.5        # binarisation threshold of the Dice target (SPEC §3.3)
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        _choice("loss.mask_sup", self, "type", ("dice", "dice+bce"))
-        _choice("loss.mask_sup", self, "target", ("binary", "soft"))
-        if self.warmup_iters < 0:
-            raise ValueError(f"config key loss.mask_sup.warmup_iters: got {self.warmup_iters}, expected >= 0")
-        if self.lambda_ < 0 or self.affinity_weight < 0:
-            raise ValueError("config keys loss.mask_sup.lambda / affinity_weight: expected >= 0, got "
-                             f"{self.lambda_} / {self.affinity_weight}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> MaskSupConfig:
-        d = dict(d)
-        if "lambda" in d:
-            d["lambda_"] = d.pop("lambda")
-        return cls(**d)
 
 
 @dataclass

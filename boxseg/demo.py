@@ -1,0 +1,436 @@
+"""`boxseg demo`: the main job end to end on built-in synthetic data.
+
+Stages, in order (each uses the other parts' Python APIs; none is re-implemented here):
+
+  data       synthetic COCO train/val folders                 boxseg.data.synth.generate_bench
+  baselines  mask AP of box-fill and ellipse masks on val     boxseg.eval.baselines
+  train      the preset (default ``boxseg``), briefly, on CPU boxseg.train.loop.Trainer
+  eval       mask and box AP of the trained student on val    boxseg.train.evaluate.evaluate_checkpoint
+  export     ONNX with verification against PyTorch           boxseg.export.api.export
+  predict    the runtime on the val images: overlays + AP     boxseg.runtime.Predictor
+  bench      latency of torch / ONNX Runtime / the runtime    boxseg.bench.latency
+
+A stage whose module is missing is "not built" (the demo still succeeds); a stage that needs the result of one
+that did not run is "skipped"; the first stage that raises stops the demo ("failed", later ones "not run").
+
+Budget (2 CPU cores): the default plan finishes in under 10 minutes, ``quick`` in under 2. Training uses the
+preset with the ``synthetic_cpu`` overlay (slimmer head on the pretrained EfficientNet-Lite0; at 192 px a batch of
+4 costs ~1 s of one core, against ~2.7 s with the preset's COCO head), at the demo's image size, with the
+overlay's schedule (steps, warm-ups) scaled to the demo's iteration count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATUS_OK, STATUS_FAILED, STATUS_NOT_BUILT = "ok", "failed", "not built"
+STATUS_SKIPPED, STATUS_NOT_RUN = "skipped", "not run"
+
+# The shipped overlay that sizes any preset (COCO recipe) for the synthetic data on a small CPU: a slimmer head
+# on the same pretrained EfficientNet-Lite0, a 2000-iteration schedule, smaller teacher and test sizes.
+DEMO_OVERLAY = "synthetic_cpu"
+OVERLAY_SCORE = 0.3  # detections drawn on the overlay PNGs (the same default as `boxseg predict`)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """How much work each stage does."""
+
+    train_images: int
+    val_images: int
+    size: int  # square images; training scales size-32..size+32, test size = size
+    iters: int
+    batch: int
+    bench_iters: int
+    bench_warmup: int
+    overlays: int  # overlay PNGs written by the predict stage (AP always uses every val image)
+
+
+FULL = DemoPlan(train_images=200, val_images=40, size=192, iters=400, batch=4, bench_iters=30, bench_warmup=5,
+                overlays=12)
+QUICK = DemoPlan(train_images=24, val_images=8, size=192, iters=20, batch=4, bench_iters=5, bench_warmup=1,
+                 overlays=8)
+
+
+@dataclass
+class DemoSettings:
+    out_dir: Path = Path("runs/demo")
+    quick: bool = False
+    iters: int | None = None  # overrides the plan's iteration count
+    device: str = "cpu"
+    threads: int = 0  # torch intra-op / runtime threads; 0 = the cores this process may use
+    preset: str = "boxseg"
+    config: str | None = DEMO_OVERLAY  # overlay YAML (file or shipped name) applied over the preset
+    overrides: tuple[str, ...] = ()  # extra training-config overrides (key=value), applied last
+    seed: int = 0
+
+    @property
+    def plan(self) -> DemoPlan:
+        base = QUICK if self.quick else FULL
+        return dataclasses.replace(base, iters=self.iters) if self.iters else base
+
+    def resolved_threads(self) -> int:
+        if self.threads > 0:
+            return self.threads
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            return max(1, os.cpu_count() or 1)
+
+
+class NotBuilt(Exception):
+    """A stage's capability does not exist yet (its module or preset is missing)."""
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str
+    seconds: float = 0.0
+    detail: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 3), "detail": self.detail}
+
+
+@dataclass
+class Stage:
+    name: str
+    title: str
+    modules: tuple[str, ...]  # must import; a missing one means "not built"
+    needs: tuple[str, ...]  # stages whose outputs this one reads
+    run: Callable[[DemoContext], StageResult | dict[str, Any]]
+    # For stages with a fallback: which of `needs` may be absent (the stage then runs with less).
+    optional: tuple[str, ...] = ()
+
+
+@dataclass
+class DemoContext:
+    settings: DemoSettings
+    log: Callable[[str], None]
+    results: dict[str, StageResult] = field(default_factory=dict)
+    artefacts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.settings.out_dir)
+
+    @property
+    def plan(self) -> DemoPlan:
+        return self.settings.plan
+
+    def output(self, stage: str) -> dict[str, Any] | None:
+        r = self.results.get(stage)
+        return r.outputs if r is not None and r.status == STATUS_OK else None
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def import_or_not_built(module: str) -> Any:
+    """Import ``module``; ``NotBuilt`` when it (or a parent package) does not exist. Other import errors of a
+    module that does exist propagate: that is a broken stage, not a missing one."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise NotBuilt(f"module {module} is not there yet") from None
+        raise
+
+
+def scale_schedule(cfg: Any, iters: int) -> Any:
+    """Set ``solver.max_iter = iters`` and scale the preset's step and warm-up iteration counts by the same
+    factor, so a short demo run keeps the schedule's shape. Fields scaled: ``solver.steps`` and every int field
+    named ``*warmup_iters`` anywhere in the config (the LR warm-up, the loss warm-ups), each capped at ``iters``."""
+    ratio = iters / max(1, int(cfg.solver.max_iter))
+
+    def scale(v: int) -> int:
+        return max(0, min(iters, round(v * ratio)))
+
+    def walk(node: Any) -> Any:
+        updates = {}
+        for f in dataclasses.fields(node):
+            v = getattr(node, f.name)
+            if dataclasses.is_dataclass(v) and not isinstance(v, type):
+                updates[f.name] = walk(v)
+            elif f.name.endswith("warmup_iters") and isinstance(v, int) and not isinstance(v, bool):
+                updates[f.name] = scale(v)
+        return dataclasses.replace(node, **updates)
+
+    cfg = walk(cfg)
+    steps = tuple(s for s in (scale(s) for s in cfg.solver.steps) if 0 < s < iters) or (iters,)
+    warmup = min(cfg.solver.warmup_iters, max(0, iters - 1))
+    cfg.solver = dataclasses.replace(cfg.solver, max_iter=iters, steps=steps, warmup_iters=warmup)
+    return cfg
+
+
+def _val_dir(ctx: DemoContext) -> Path:
+    data = ctx.output("data")
+    assert data is not None
+    return Path(data["val"])
+
+
+def _segm(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics["segm"].get(k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def stage_data(ctx: DemoContext) -> dict[str, Any]:
+    synth = import_or_not_built("boxseg.data.synth")
+    p = ctx.plan
+    root = ctx.out / "data"
+    ctx.log(f"writing {p.train_images} train + {p.val_images} val synthetic images ({p.size}x{p.size}) to {root}")
+    summary = synth.generate_bench(root, split="easy", seed=ctx.settings.seed, size=(p.size, p.size),
+                                   num_train=p.train_images, num_val=p.val_images)
+    ctx.artefacts["data"] = str(root)
+    subsets = summary["subsets"]
+    return {"train": str(root / "train"), "val": str(root / "val"),
+            "train_images": subsets["train"]["images"], "val_images": subsets["val"]["images"],
+            "instances": subsets["train"]["instances"] + subsets["val"]["instances"]}
+
+
+def stage_baselines(ctx: DemoContext) -> dict[str, Any]:
+    baselines = import_or_not_built("boxseg.eval.baselines")
+    coco_eval = import_or_not_built("boxseg.eval.coco_eval")
+    gt = _val_dir(ctx) / "annotations.json"
+    out: dict[str, Any] = {}
+    for kind in baselines.BASELINES:
+        out[kind] = coco_eval.evaluate(gt, baselines.baseline_results(gt, kind))
+        ctx.log(f"{kind}: mask AP {out[kind]['segm']['AP']:.1f}")
+    return out
+
+
+def train_config(ctx: DemoContext) -> Any:
+    """The preset, the overlay, then the demo's data, size, schedule and threads, then the user's overrides."""
+    config = import_or_not_built("boxseg.train.config")
+    s, p = ctx.settings, ctx.plan
+    try:
+        config.preset_path(s.preset)
+    except config.ConfigError as exc:
+        raise NotBuilt(f"preset '{s.preset}' is not there yet ({exc})") from None
+    data = ctx.output("data")
+    assert data is not None
+    scales = [v for v in (p.size - 32, p.size, p.size + 32) if v >= 64]
+    overrides = [
+        f"data.train_dir={json.dumps(data['train'])}", f"runtime.out_dir={json.dumps(str(ctx.out / 'train'))}",
+        f"runtime.device={s.device}", f"runtime.threads={s.resolved_threads()}", f"runtime.seed={s.seed}",
+        "runtime.checkpoint_every=0", "runtime.eval_every=0", "runtime.progress=true", "runtime.log_every=10",
+        "data.workers=0", f"solver.ims_per_batch={p.batch}",
+        f"input.train_scales={scales}", f"input.train_max_size={2 * p.size}", f"input.test_size={p.size}",
+        f"input.test_max_size={2 * p.size}",
+        # The teacher's view follows the demo's image size (the presets' teacher sizes are for larger images).
+        f"teacher.input.short={p.size}", f"teacher.input.max={2 * p.size}",
+    ]
+    cfg = config.load_config(s.preset, s.config, overrides=overrides)
+    cfg = scale_schedule(cfg, p.iters)
+    for item in s.overrides:
+        cfg = config.apply_override(cfg, item)
+    return cfg
+
+
+def stage_train(ctx: DemoContext) -> dict[str, Any]:
+    import_or_not_built("boxseg.train.loop")
+    cfg = train_config(ctx)
+    from boxseg.train.loop import Trainer
+
+    ctx.log(f"training preset '{ctx.settings.preset}' for {cfg.solver.max_iter} iterations, batch "
+            f"{cfg.solver.ims_per_batch}, {cfg.model.backbone} (pretrained={cfg.model.pretrained}), "
+            f"{cfg.runtime.threads} thread(s)")
+    summary = Trainer(cfg).train()
+    ctx.artefacts["checkpoint"] = summary["checkpoint"]
+    ctx.artefacts["train_metrics"] = summary["metrics"]
+    return {"checkpoint": summary["checkpoint"], "iterations": summary["iterations"],
+            "final_losses": summary["final_losses"], "preset": ctx.settings.preset}
+
+
+def stage_eval(ctx: DemoContext) -> dict[str, Any]:
+    evaluate = import_or_not_built("boxseg.train.evaluate")
+    ckpt = ctx.output("train")["checkpoint"]  # type: ignore[index]
+    metrics = evaluate.evaluate_checkpoint(ckpt, _val_dir(ctx), device=ctx.settings.device)
+    ctx.log(f"student: mask AP {metrics['segm']['AP']:.1f}, box AP {metrics['bbox']['AP']:.1f}")
+    return metrics
+
+
+def stage_export(ctx: DemoContext) -> dict[str, Any]:
+    api = import_or_not_built("boxseg.export.api")
+    import_or_not_built("boxseg.export.onnx")
+    ckpt = ctx.output("train")["checkpoint"]  # type: ignore[index]
+    size = ctx.plan.size
+    out = ctx.out / "export" / "model.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ctx.log(f"exporting {ckpt} to ONNX with --verify against PyTorch")
+    result = api.export(ckpt, "onnx", out, verify=True, imgsz=(size, size),
+                        verify_data=_val_dir(ctx) / "images")
+    ver = result.verification or {}
+    ctx.artefacts["onnx"] = str(result.path)
+    return {"path": str(result.path), "size_mb": result.size_bytes / 2**20, "seconds": result.seconds,
+            "verified": bool(ver.get("passed")), "verification": ver}
+
+
+def stage_predict(ctx: DemoContext) -> dict[str, Any]:
+    runtime = import_or_not_built("boxseg.runtime")
+    coco_eval = import_or_not_built("boxseg.eval.coco_eval")
+    results_mod = import_or_not_built("boxseg.eval.results")
+    from boxseg.data.coco import CocoDataset
+    from boxseg.data.visualize import draw_instances
+
+    onnx_path = ctx.output("export")["path"]  # type: ignore[index]
+    try:
+        predictor = runtime.Predictor(onnx_path, device="cpu", threads=ctx.settings.resolved_threads())
+    except ImportError as exc:  # the compiled core is part of the package build
+        raise NotBuilt(f"the runtime's compiled core is not built ({exc})") from None
+    dataset = CocoDataset(_val_dir(ctx))
+    out = ctx.out / "predict"
+    out.mkdir(parents=True, exist_ok=True)
+    detections: list[dict] = []
+    infer_ms: list[float] = []
+    for i in range(len(dataset)):
+        image = dataset.load_image(i)
+        pred = predictor(image)
+        infer_ms.append(float(predictor.last_timings["end_to_end_ms"]))
+        detections.extend(results_mod.instances_to_coco(dataset.image_ids[i], pred["boxes"], pred["scores"],
+                                                        pred["classes"], pred["masks"], dataset.cat_ids))
+        if i < ctx.plan.overlays:
+            name = Path(dataset.image_info(i)["file_name"]).stem
+            keep = pred["scores"] >= OVERLAY_SCORE  # AP uses every detection; the picture only confident ones
+            draw_instances(image, pred["boxes"][keep], pred["classes"][keep], pred["scores"][keep],
+                           pred["masks"][keep], predictor.class_names).save(out / f"{name}.png")
+    (out / "results.json").write_text(json.dumps(detections))
+    metrics = coco_eval.evaluate(dataset.ann_file, detections)
+    ctx.log(f"runtime on {len(dataset)} images: mask AP {metrics['segm']['AP']:.1f}, "
+            f"median {sorted(infer_ms)[len(infer_ms) // 2]:.1f} ms/image")
+    ctx.artefacts["overlays"] = str(out)
+    ctx.artefacts["predictions"] = str(out / "results.json")
+    return {"metrics": metrics, "images": len(dataset), "instances": len(detections),
+            "overlays": min(len(dataset), ctx.plan.overlays), "median_ms": sorted(infer_ms)[len(infer_ms) // 2]}
+
+
+def stage_bench(ctx: DemoContext) -> dict[str, Any]:
+    latency = import_or_not_built("boxseg.bench.latency")
+    report = import_or_not_built("boxseg.bench.report")
+    p, threads = ctx.plan, ctx.settings.resolved_threads()
+    ckpt = ctx.output("train")["checkpoint"]  # type: ignore[index]
+    exported = ctx.output("export")
+    rows = latency.run_latency(Path(ckpt), ["torch"], [p.size], [1], p.bench_iters, p.bench_warmup, threads,
+                               log=ctx.log)
+    if exported is not None:
+        rows += latency.run_latency(Path(exported["path"]), ["ort", "runtime"], [p.size], [1], p.bench_iters,
+                                    p.bench_warmup, threads, log=ctx.log)
+    out = ctx.out / "bench"
+    meta = {"model": exported["path"] if exported else ckpt, "imgsz": [p.size], "batch": [1],
+            "iters": p.bench_iters, "warmup": p.bench_warmup, "threads": threads, "keys": latency.KEYS,
+            "source": "boxseg demo"}
+    report.write_report("latency", rows, out, meta, latency.PLOT, summary=latency.summarize_targets(rows),
+                        columns=latency.TABLE_COLUMNS, headers=latency.TABLE_HEADERS)
+    ctx.artefacts["latency_report"] = str(out / "latency.md")
+    ctx.artefacts["latency_plot"] = str(out / "latency.png")
+    return {"rows": [{k: r.get(k) for k in ("backend", "status", "p50_ms", "img_s", "pre_ms", "infer_ms",
+                                            "post_ms")} for r in rows]}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("data", "synthetic data", ("boxseg.data.synth",), (), stage_data),
+    Stage("baselines", "box-fill / ellipse baselines", ("boxseg.eval.baselines",), ("data",), stage_baselines),
+    Stage("train", "train", ("boxseg.train.loop",), ("data",), stage_train),
+    Stage("eval", "evaluate the student", ("boxseg.train.evaluate",), ("data", "train"), stage_eval),
+    Stage("export", "export ONNX + verify", ("boxseg.export.api", "boxseg.export.onnx"), ("data", "train"),
+          stage_export),
+    Stage("predict", "runtime predict + overlays", ("boxseg.runtime",), ("data", "export"), stage_predict),
+    Stage("bench", "latency bench", ("boxseg.bench.latency",), ("train", "export"), stage_bench,
+          optional=("export",)),
+)
+
+
+# ---------------------------------------------------------------------------------------------- runner
+
+
+def run_demo(settings: DemoSettings, log: Callable[[str], None] | None = None,
+             stages: tuple[Stage, ...] | None = None) -> dict[str, Any]:
+    """Run every stage (default: :data:`STAGES`); return the summary (also written to ``OUT/summary.json``).
+    Never raises for a stage failure: the summary's ``ok`` is False and ``failed_stage`` names it."""
+    stages = STAGES if stages is None else stages
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    settings.out_dir = Path(settings.out_dir)
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = DemoContext(settings, log=lambda msg: say(f"    {msg}"))
+    start = time.perf_counter()
+    failed: str | None = None
+    n = len(stages)
+    for k, stage in enumerate(stages, 1):
+        head = f"[{k}/{n}] {stage.name}"
+        if failed is not None:
+            ctx.results[stage.name] = StageResult(stage.name, STATUS_NOT_RUN, detail=f"after '{failed}' failed")
+            continue
+        missing = [d for d in stage.needs if d not in stage.optional and ctx.output(d) is None]
+        if missing:
+            detail = f"needs {', '.join(missing)}"
+            ctx.results[stage.name] = StageResult(stage.name, STATUS_SKIPPED, detail=detail)
+            say(f"{head}: skipped ({detail})")
+            continue
+        say(f"{head}: {stage.title} ...")
+        t0 = time.perf_counter()
+        try:
+            for module in stage.modules:
+                import_or_not_built(module)
+            outputs = stage.run(ctx)
+            result = StageResult(stage.name, STATUS_OK, outputs=outputs if isinstance(outputs, dict) else {})
+        except NotBuilt as exc:
+            result = StageResult(stage.name, STATUS_NOT_BUILT, detail=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a failing stage ends the demo with its name, not a traceback
+            tb = traceback.format_exc()
+            log_path = settings.out_dir / "logs" / f"{stage.name}.err"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text(tb)
+            result = StageResult(stage.name, STATUS_FAILED, detail=f"{type(exc).__name__}: {exc} (traceback: "
+                                                                   f"{log_path})")
+            failed = stage.name
+        result.seconds = time.perf_counter() - t0
+        ctx.results[stage.name] = result
+        tail = f" ({result.detail})" if result.detail else ""
+        say(f"{head}: {result.status} in {result.seconds:.1f} s{tail}")
+    summary = build_summary(ctx, time.perf_counter() - start, failed)
+    path = settings.out_dir / "summary.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, path)
+    return summary
+
+
+def build_summary(ctx: DemoContext, seconds: float, failed: str | None) -> dict[str, Any]:
+    s, p = ctx.settings, ctx.plan
+    ap: dict[str, Any] = {}
+    if (ev := ctx.output("eval")) is not None:
+        ap[f"{s.preset} (PyTorch)"] = _segm(ev)
+    if (pr := ctx.output("predict")) is not None:
+        ap[f"{s.preset} (runtime, ONNX)"] = _segm(pr["metrics"])
+    for kind, metrics in (ctx.output("baselines") or {}).items():
+        ap[f"{kind} baseline"] = _segm(metrics)
+    artefacts = dict(ctx.artefacts)
+    artefacts["summary"] = str(ctx.out / "summary.json")
+    return {
+        "ok": failed is None,
+        "failed_stage": failed,
+        "seconds": round(seconds, 3),
+        "out_dir": str(ctx.out),
+        "settings": {"quick": s.quick, "preset": s.preset, "device": s.device, "threads": s.resolved_threads(),
+                     "seed": s.seed, "config": s.config, "overrides": list(s.overrides),
+                     "plan": dataclasses.asdict(p)},
+        "stages": [r.to_dict() for r in ctx.results.values()],
+        "mask_ap": ap,
+        "export": {k: v for k, v in (ctx.output("export") or {}).items() if k != "verification"} or None,
+        "latency": (ctx.output("bench") or {}).get("rows"),
+        "artefacts": artefacts,
+    }

@@ -1,0 +1,107 @@
+"""`boxseg bench ablation` on a tiny bench split with a tiny model: aggregation, reports, resumability."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from boxseg.bench.ablation import aggregate, mean_std
+from click.testing import CliRunner
+
+from boxseg.cli import main
+
+TINY = ["model.backbone=resnet18", "model.pretrained=false", "model.resnet_width=16", "model.freeze_stem=false",
+        "model.fpn_channels=32", "model.head_convs=1", "model.mask_branch_width=32", "model.mask_branch_convs=1",
+        "model.mask_branch_norm=GN", "model.pre_nms_topk=200", "model.max_dets=20",
+        "input.train_scales=[64]", "input.train_max_size=128", "input.test_size=64", "input.test_max_size=128",
+        "solver.ims_per_batch=2", "runtime.progress=false", "runtime.threads=1"]
+
+
+def _invoke(data: Path, out: Path, iters: int = 2):
+    return CliRunner().invoke(main, ["bench", "ablation", "--presets", "boxinst", "--seeds", "2", "--iters",
+                                     str(iters), "--data", str(data), "--out", str(out), "--json", *TINY],
+                              catch_exceptions=False)
+
+
+def _ablation(data: Path, out: Path) -> dict:
+    r = _invoke(data, out)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
+    from boxseg.data.synth import generate_bench
+
+    data = tmp_path_factory.mktemp("bench_split")
+    generate_bench(data, size=(64, 64), num_train=6, num_val=3, progress=False)
+    out = tmp_path_factory.mktemp("ablation")
+    return _ablation(data, out), data, out
+
+
+def test_mean_and_std_over_seeds(run: tuple[dict, Path, Path]) -> None:
+    doc, _, out = run
+    results = [json.loads((out / "runs" / "boxinst" / f"seed{k}" / "result.json").read_text()) for k in (0, 1)]
+    assert [r["seed"] for r in results] == [0, 1] and all(r["iterations"] == 2 for r in results)
+    row = next(r for r in doc["rows"] if r["preset"] == "boxinst")
+    assert row["runs"] == 2
+    aps = [r["segm"]["AP"] for r in results]
+    assert row["AP_mean"] == pytest.approx(statistics.fmean(aps))
+    assert row["AP_std"] == pytest.approx(statistics.stdev(aps))
+    assert row["AP"] == f"{statistics.fmean(aps):.1f} ± {statistics.stdev(aps):.1f}"
+    assert len(doc["summary"]["runs"]) == 2
+
+
+def test_baselines_are_listed(run: tuple[dict, Path, Path]) -> None:
+    doc, data, _ = run
+    from boxseg.eval.baselines import baseline_results
+    from boxseg.eval.coco_eval import evaluate
+
+    gt = data / "val" / "annotations.json"
+    row = next(r for r in doc["rows"] if r["preset"] == "ellipse baseline")
+    assert row["kind"] == "baseline" and row["AP_std"] == 0.0
+    assert row["AP_mean"] == pytest.approx(evaluate(gt, baseline_results(gt, "ellipse"))["segm"]["AP"])
+
+
+def test_report_files(run: tuple[dict, Path, Path]) -> None:
+    _, _, out = run
+    for name in ("ablation", "ablation_runs"):
+        for suffix in ("json", "csv", "md", "png"):
+            assert (out / f"{name}.{suffix}").stat().st_size > 0
+    md = (out / "ablation.md").read_text()
+    assert "| boxinst | 2 |" in md and "±" in md
+
+
+def test_resume_reads_saved_results(run: tuple[dict, Path, Path]) -> None:
+    """A second invocation trains nothing: it aggregates the result files that exist (edited here to prove it)."""
+    _, data, out = run
+    for k, ap in ((0, 10.0), (1, 20.0)):
+        path = out / "runs" / "boxinst" / f"seed{k}" / "result.json"
+        result = json.loads(path.read_text())
+        result["segm"]["AP"] = ap
+        path.write_text(json.dumps(result))
+    doc = _ablation(data, out)
+    row = next(r for r in doc["rows"] if r["preset"] == "boxinst")
+    assert row["AP_mean"] == pytest.approx(15.0) and row["AP_std"] == pytest.approx(statistics.stdev([10, 20]))
+
+
+def test_a_result_of_another_configuration_is_not_reused(run: tuple[dict, Path, Path]) -> None:
+    _, data, out = run
+    r = _invoke(data, out, iters=3)
+    assert r.exit_code == 2 and "another configuration" in r.output
+
+
+def test_aggregate_handles_missing_size_ranges() -> None:
+    results = [{"segm": {"AP": 30.0, "APl": None}, "bbox": {"AP": 50.0}},
+               {"segm": {"AP": 34.0, "APl": None}, "bbox": {"AP": 52.0}}]
+    row = aggregate("x", results)
+    assert row["AP_mean"] == 32.0 and row["AP"] == "32.0 ± 2.8"
+    assert row["APl"] == "-" and row["APl_mean"] is None
+    assert mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_unknown_preset_exits_2(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["bench", "ablation", "--presets", "boxins", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "boxinst" in r.output  # the close-match suggestion
