@@ -77,8 +77,7 @@ def ensure_data(data: Path | None, out: Path, split: str, log: Any) -> Path:
 def run_config(preset: str, config: str | None, seed: int, data: Path, run_dir: Path, iters: int | None,
                device: str, threads: int, overrides: list[str]) -> Any:
     from boxseg.train.config import apply_override, load_config
-
-    from boxseg.demo import scale_schedule
+    from boxseg.train.schedule import scale_schedule
 
     cfg = load_config(preset, config, overrides=[
         f"data.train_dir={json.dumps(str(data / 'train'))}", f"runtime.out_dir={json.dumps(str(run_dir))}",

@@ -149,32 +149,6 @@ def import_or_not_built(module: str) -> Any:
         raise
 
 
-def scale_schedule(cfg: Any, iters: int) -> Any:
-    """Set ``solver.max_iter = iters`` and scale the preset's step and warm-up iteration counts by the same
-    factor, so a short demo run keeps the schedule's shape. Fields scaled: ``solver.steps`` and every int field
-    named ``*warmup_iters`` anywhere in the config (the LR warm-up, the loss warm-ups), each capped at ``iters``."""
-    ratio = iters / max(1, int(cfg.solver.max_iter))
-
-    def scale(v: int) -> int:
-        return max(0, min(iters, round(v * ratio)))
-
-    def walk(node: Any) -> Any:
-        updates = {}
-        for f in dataclasses.fields(node):
-            v = getattr(node, f.name)
-            if dataclasses.is_dataclass(v) and not isinstance(v, type):
-                updates[f.name] = walk(v)
-            elif f.name.endswith("warmup_iters") and isinstance(v, int) and not isinstance(v, bool):
-                updates[f.name] = scale(v)
-        return dataclasses.replace(node, **updates)
-
-    cfg = walk(cfg)
-    steps = tuple(s for s in (scale(s) for s in cfg.solver.steps) if 0 < s < iters) or (iters,)
-    warmup = min(cfg.solver.warmup_iters, max(0, iters - 1))
-    cfg.solver = dataclasses.replace(cfg.solver, max_iter=iters, steps=steps, warmup_iters=warmup)
-    return cfg
-
-
 def _val_dir(ctx: DemoContext) -> Path:
     data = ctx.output("data")
     assert data is not None
@@ -235,6 +209,8 @@ def train_config(ctx: DemoContext) -> Any:
         f"teacher.input.short={p.size}", f"teacher.input.max={2 * p.size}",
     ]
     cfg = config.load_config(s.preset, s.config, overrides=overrides)
+    from boxseg.train.schedule import scale_schedule
+
     cfg = scale_schedule(cfg, p.iters)
     for item in s.overrides:
         cfg = config.apply_override(cfg, item)

@@ -7,27 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from boxseg.train.config import load_config
 from click.testing import CliRunner
 
 from boxseg import demo
-from boxseg.demo import DemoSettings, NotBuilt, Stage, run_demo, scale_schedule
-
-
-def test_scale_schedule_keeps_the_schedules_shape() -> None:
-    cfg = load_config("boxseg", overrides=["solver.max_iter=2000", "solver.steps=[1500,1800]",
-                                           "solver.warmup_iters=100", "loss.pairwise_warmup_iters=500",
-                                           "loss.mask_sup.warmup_iters=3000"])
-    scaled = scale_schedule(cfg, 400)
-    assert scaled.solver.max_iter == 400
-    assert scaled.solver.steps == (300, 360)
-    assert scaled.solver.warmup_iters == 20
-    assert scaled.loss.pairwise_warmup_iters == 100
-    assert scaled.loss.mask_sup.warmup_iters == 400  # 600 after scaling, capped at the run's length
-    assert scaled.solver.lr == cfg.solver.lr and scaled.model == cfg.model  # nothing else changes
-    tiny = scale_schedule(cfg, 3)
-    assert tiny.solver.max_iter == 3 and tiny.solver.steps == (2,)  # 1500 and 1800 both round to 2
-    assert tiny.solver.warmup_iters == 0
+from boxseg.demo import DemoSettings, NotBuilt, Stage, run_demo
 
 
 def test_import_or_not_built_tells_missing_from_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
