@@ -266,7 +266,7 @@ def plot_rows(rows: Sequence[Row], path: str | Path, plot: PlotSpec | Sequence[P
 # ---------------------------------------------------------------- the writer
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -309,9 +309,9 @@ def write_report(
     }
     if summary is not None:
         doc["summary"] = to_jsonable(dict(summary))
-    _write_atomic(out / f"{name}.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    _write_atomic(out / f"{name}.csv", csv_text(rows, all_cols))
+    write_text_atomic(out / f"{name}.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(out / f"{name}.csv", csv_text(rows, all_cols))
     table = markdown_table(rows, columns, floatfmt, headers)
-    _write_atomic(out / f"{name}.md", f"# {name}\n\n{table}")
+    write_text_atomic(out / f"{name}.md", f"# {name}\n\n{table}")
     plot_rows(rows, out / f"{name}.png", plot)
     return table

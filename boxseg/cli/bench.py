@@ -14,6 +14,7 @@ BENCHES: dict[str, str] = {
     "train": "Training-step throughput and peak memory, fused vs reference ops.",
     "ablation": "Train presets over seeds on the synthetic bench split; AP table and chart.",
     "compare": "Ratios between two bench JSON files, regressions flagged.",
+    "readme": "Render bench JSON reports as the README's results section.",
 }
 
 
