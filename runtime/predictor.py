@@ -58,6 +58,8 @@ class Predictor:
         min_size, max_size: resize keeping the aspect ratio so the shorter side is min_size and the longer at
             most max_size (each ignored when 0); both 0 (default) runs at the original size, padded to the
             model's `boxseg.size_divisor`.
+        model_resize: use the model's own resize rule instead (its `boxseg.test_size` / `boxseg.test_max_size`
+            metadata, the PyTorch predictor's), so results match `boxseg predict --checkpoint`.
         score_threshold: drop detections scoring below this (the graph already caps and sorts them).
         mask_threshold: probability above which a pixel is foreground; None = the model's
             `boxseg.mask_threshold`.
@@ -73,6 +75,7 @@ class Predictor:
         max_size: int = 0,
         score_threshold: float = 0.0,
         mask_threshold: float | None = None,
+        model_resize: bool = False,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -82,6 +85,8 @@ class Predictor:
         for name, value in (("threads", threads), ("min_size", min_size), ("max_size", max_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if model_resize and (min_size or max_size):
+            raise ValueError("pass either model_resize=True or min_size/max_size, not both")
         if mask_threshold is not None and not 0.0 <= float(mask_threshold) <= 1.0:
             raise ValueError(f"mask_threshold must be in [0, 1], got {mask_threshold!r}")
         core = load_core()
@@ -91,8 +96,8 @@ class Predictor:
             str(path),
             device,
             int(threads),
-            int(min_size),
-            int(max_size),
+            -1 if model_resize else int(min_size),
+            -1 if model_resize else int(max_size),
             float(score_threshold),
             -1.0 if mask_threshold is None else float(mask_threshold),
         )
@@ -103,6 +108,7 @@ class Predictor:
         self.size_divisor: int = info["size_divisor"]
         self.mask_stride: int = info["mask_stride"]
         self.mask_threshold: float = self._core.mask_threshold
+        self.min_size, self.max_size = self._core.resize
         self.backend: str = self._core.backend
         self._local = threading.local()
 

@@ -63,12 +63,8 @@ def predict_folder_exported(model_path: str | Path, images: str | Path, out_dir:
     from boxseg.runtime import Predictor
 
     files = list_images(images)  # cheap checks before loading the model
-    probe = Predictor(model_path, device=device, threads=threads)
-    meta = probe.metadata
-    predictor = Predictor(model_path, device=device, threads=threads,
-                          min_size=int(meta.get("boxseg.test_size", 0) or 0),
-                          max_size=int(meta.get("boxseg.test_max_size", 0) or 0),
-                          score_threshold=score_thr)
+    predictor = Predictor(model_path, device=device, threads=threads, model_resize=True, score_threshold=score_thr)
+    meta = predictor.metadata
     class_names = list(predictor.class_names)
     cat_ids = json.loads(meta["boxseg.cat_ids"]) if "boxseg.cat_ids" in meta else list(
         range(1, len(class_names) + 1))

@@ -258,6 +258,8 @@ nb::dict model_info_dict(const boxseg::ModelInfo& info) {
   d["size_divisor"] = info.size_divisor;
   d["mask_stride"] = info.mask_stride;
   d["max_dets"] = info.max_dets;
+  d["test_size"] = info.test_size;
+  d["test_max_size"] = info.test_max_size;
   d["mask_threshold"] = info.mask_threshold;
   d["mean"] = std::vector<float>(info.mean.begin(), info.mean.end());
   d["std"] = std::vector<float>(info.std.begin(), info.std.end());
@@ -305,6 +307,9 @@ NB_MODULE(_core, m) {
       .def_prop_ro("info", [](const Predictor& p) { return model_info_dict(p.info()); })
       .def_prop_ro("backend", &Predictor::backend_name)
       .def_prop_ro("mask_threshold", &Predictor::mask_threshold)
+      .def_prop_ro("resize", [](const Predictor& p) {
+        return nb::make_tuple(p.config().min_size, p.config().max_size);
+      })
       .def_prop_ro("pool_size", &Predictor::pool_size);
 
   m.def("preprocess", &preprocess, "images"_a, "min_size"_a = 0, "max_size"_a = 0, "size_divisor"_a = 32,

@@ -259,6 +259,11 @@ ModelInfo parse_model_info(const std::map<std::string, std::string>& md, const s
     throw std::invalid_argument(key("boxseg.min_size") + ": expected >= 0, got " +
                                 std::to_string(info.min_input_size));
   if (auto v = find_key(md, "boxseg.max_dets")) info.max_dets = parse_int(*v, key("boxseg.max_dets"));
+  for (auto [name, field] : {std::pair{"boxseg.test_size", &info.test_size},
+                             std::pair{"boxseg.test_max_size", &info.test_max_size}}) {
+    if (auto v = find_key(md, name)) *field = parse_int(*v, key(name));
+    if (*field < 0) throw std::invalid_argument(key(name) + ": expected >= 0, got " + std::to_string(*field));
+  }
   if (auto v = find_key(md, "boxseg.mask_threshold"))
     info.mask_threshold = float(parse_double(*v, key("boxseg.mask_threshold")));
   if (auto v = find_key(md, "boxseg.mean")) info.mean = parse_triplet(*v, key("boxseg.mean"));

@@ -21,6 +21,9 @@ struct ModelInfo {
   int64_t min_input_size = 0;
   int64_t mask_stride = 4;
   int64_t max_dets = 0;
+  // `boxseg.test_size` / `boxseg.test_max_size`: the PyTorch predictor's resize rule (0 = not stored).
+  int64_t test_size = 0;
+  int64_t test_max_size = 0;
   float mask_threshold = 0.5f;
   std::array<float, 3> mean{{0.f, 0.f, 0.f}};
   std::array<float, 3> std{{1.f, 1.f, 1.f}};

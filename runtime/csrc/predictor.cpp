@@ -30,12 +30,12 @@ void check_image(const ImageView& im, size_t index) {
 }  // namespace
 
 Predictor::Predictor(const PredictorConfig& config) : config_(config) {
-  if (config_.min_size < 0 || config_.max_size < 0)
-    throw std::invalid_argument("min_size and max_size must be >= 0 (0 = no limit)");
   if (config_.threads < 0) throw std::invalid_argument("threads must be >= 0 (0 = one per hardware thread)");
   BackendConfig bc{config_.model_path, config_.device, config_.threads};
   backend_ = make_backend(bc);
   info_ = parse_model_info(backend_->metadata(), config_.model_path);
+  if (config_.min_size < 0) config_.min_size = info_.test_size;
+  if (config_.max_size < 0) config_.max_size = info_.test_max_size;
   input_spec_.type = backend_->input_type();
   input_spec_.normalize = info_.normalize_input;
   input_spec_.mean = info_.mean;

@@ -19,8 +19,8 @@ struct PredictorConfig {
   std::string model_path;
   std::string device = "cpu";    // "cpu", "cuda", "cuda:N"
   int threads = 0;               // inference threads and pre/post pool size; 0 = one per hardware thread
-  int64_t min_size = 0;          // resize policy (plan_resize); both 0 keeps the original size
-  int64_t max_size = 0;
+  int64_t min_size = 0;          // resize policy (plan_resize); both 0 keeps the original size;
+  int64_t max_size = 0;          // < 0: the model's own rule (boxseg.test_size / boxseg.test_max_size)
   float score_threshold = 0.f;   // keep detections with score >= this (on top of the graph's num_dets)
   float mask_threshold = -1.f;   // < 0: the model's boxseg.mask_threshold
 };

@@ -117,3 +117,23 @@ def test_no_detections_gives_empty_arrays_of_the_right_shape(make_model) -> None
     assert out["boxes"].shape == (0, 4) and out["scores"].shape == (0,) and out["classes"].shape == (0,)
     assert out["masks"].shape == (0, 50, 70) and out["masks"].dtype == np.bool_
     assert predictor(np.zeros((50, 70, 3), np.uint8), rle=True)["masks"] == []
+
+
+def test_model_resize_uses_the_models_rule(tmp_path, model_path) -> None:
+    from boxseg.runtime.testing import default_metadata, make_test_model
+
+    meta = {**default_metadata(8, ["a", "b", "c"], "RGB uint8 0..255 as float32"),
+            "boxseg.test_size": "96", "boxseg.test_max_size": "160"}
+    path = make_test_model(tmp_path / "m.onnx", class_names=["a", "b", "c"], metadata=meta)
+    images = [random_image(np.random.default_rng(2), 90, 140), random_image(np.random.default_rng(3), 150, 100)]
+    by_model = Predictor(path, threads=1, model_resize=True)
+    assert (by_model.min_size, by_model.max_size) == (96, 160)
+    got = by_model.predict_batch(images)
+    for g, w in zip(got, reference_predict(path, images, 96, 160)):
+        assert_detections_match(g, w)
+    assert by_model.last_timings["input_hw"] == (160, 160)
+    # A model without the keys keeps the original size; explicit sizes and model_resize exclude each other.
+    plain = Predictor(model_path, threads=1, model_resize=True)
+    assert (plain.min_size, plain.max_size) == (0, 0)
+    with pytest.raises(ValueError, match="either model_resize"):
+        Predictor(path, model_resize=True, min_size=96)
