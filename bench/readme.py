@@ -89,6 +89,8 @@ def _caption(meta: Mapping[str, Any], keys: Sequence[str]) -> str:
             continue
         if isinstance(v, list):
             v = ",".join(map(str, v))
+        elif k == "model":
+            v = Path(str(v)).name  # where it lay on the measuring machine says nothing here
         parts.append(f"{k} `{v}`")
     return "; ".join(parts)
 
