@@ -19,13 +19,7 @@ import torch.nn.functional as F
 from .losses.dice import dice_loss
 from .pseudo.common import box_masks
 from .pseudo.config import MaskSupConfig
-
-
-def warmup_factor(iteration: int, warmup_iters: int) -> float:
-    """Linear ramp min(iteration / warmup_iters, 1); 1 when warm-up is off."""
-    if warmup_iters <= 0:
-        return 1.0
-    return min(max(iteration, 0) / warmup_iters, 1.0)
+from .schedule import linear_warmup
 
 
 def mask_targets(pseudo_masks: torch.Tensor, boxes: torch.Tensor, cfg: MaskSupConfig) -> torch.Tensor:
@@ -109,7 +103,7 @@ def quality_mask_loss(
     if mask_logits.shape[-2:] != pseudo_masks.shape[-2:]:
         raise ValueError(f"quality_mask_loss: mask_logits grid {tuple(mask_logits.shape[-2:])} differs from "
                          f"pseudo_masks grid {tuple(pseudo_masks.shape[-2:])}")
-    ramp = warmup_factor(iteration, cfg.warmup_iters)
+    ramp = linear_warmup(iteration, cfg.warmup_iters)
     gt_idx = gt_idx.long()
     keep = valid.bool()[gt_idx] if gt_idx.numel() else gt_idx.new_zeros(0, dtype=torch.bool)
     n_norm = _global_count(keep.sum().to(mask_logits.dtype)).clamp_min(1.0)

@@ -6,6 +6,13 @@ import dataclasses
 from typing import Any
 
 
+def linear_warmup(iteration: int, warmup_iters: int) -> float:
+    """min(iteration / warmup_iters, 1): the linear ramp of a loss term (1 when the warm-up is off)."""
+    if warmup_iters <= 0:
+        return 1.0
+    return min(max(float(iteration), 0.0) / warmup_iters, 1.0)
+
+
 def scale_schedule(cfg: Any, iters: int) -> Any:
     """Set ``solver.max_iter = iters`` and scale every time constant of the schedule by the same factor:
     ``solver.steps``, every int field named ``*warmup_iters`` anywhere in the config (the LR warm-up, the loss

@@ -9,9 +9,9 @@ from boxseg.train.losses_pseudo import (
     mask_targets,
     noise_reduced_affinity,
     quality_mask_loss,
-    warmup_factor,
 )
 from boxseg.train.pseudo.config import MaskSupConfig
+from boxseg.train.schedule import linear_warmup
 
 
 def _setup(seed: int = 0):
@@ -47,7 +47,7 @@ def test_eq1_normalised_by_sample_count_not_weights():
 
 
 def test_warmup_lambda_and_target_modes():
-    assert warmup_factor(5000, 10000) == 0.5 and warmup_factor(20000, 10000) == 1.0 and warmup_factor(0, 10000) == 0
+    assert linear_warmup(5000, 10000) == 0.5 and linear_warmup(20000, 10000) == 1.0 and linear_warmup(0, 10000) == 0
     logits, gt_idx, pseudo, weights, valid, boxes = _setup(1)
     full = quality_mask_loss(logits, gt_idx, pseudo, weights, valid, boxes, MaskSupConfig(warmup_iters=0))
     half = quality_mask_loss(logits, gt_idx, pseudo, weights, valid, boxes, MaskSupConfig(), iteration=5000)

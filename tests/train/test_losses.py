@@ -12,7 +12,6 @@ from boxseg.train.losses.boxinst import (
     boxinst_losses,
     image_color_similarity,
     pair_validity,
-    pairwise_warmup,
     projection_loss,
     valid_region,
 )
@@ -68,12 +67,6 @@ def test_pairwise_loss_is_zero_without_similar_neighbours() -> None:
     _, pair_flat = boxinst_losses(logits, boxes, torch.zeros(2, dtype=torch.long),
                                   image_color_similarity(flat, valid, 4), 0.3, 2)
     assert float(pair_flat.detach()) > 0.1
-
-
-def test_pairwise_warmup_factor() -> None:
-    assert pairwise_warmup(5000, 10000) == 0.5
-    assert pairwise_warmup(0, 10000) == 0.0 and pairwise_warmup(20000, 10000) == 1.0
-    assert pairwise_warmup(3, 0) == 1.0
 
 
 def test_padding_is_excluded_from_pairwise_edges() -> None:

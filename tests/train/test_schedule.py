@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from boxseg.train.config import load_config
-from boxseg.train.schedule import scale_schedule
+from boxseg.train.schedule import linear_warmup, scale_schedule
 
 
 def test_scale_schedule_keeps_the_schedules_shape() -> None:
@@ -33,3 +33,9 @@ def test_scale_schedule_keeps_a_frozen_or_copying_teacher() -> None:
     # Very short runs never go below 0 (the teacher then copies the student).
     cfg = load_config("boxseg", overrides=["solver.max_iter=2000", "teacher.ema_momentum=0.99"])
     assert scale_schedule(cfg, 10).teacher.ema_momentum == 0.0
+
+
+def test_linear_warmup_ramp() -> None:
+    assert linear_warmup(5000, 10000) == 0.5
+    assert linear_warmup(0, 10000) == 0.0 and linear_warmup(20000, 10000) == 1.0 and linear_warmup(-5, 10) == 0.0
+    assert linear_warmup(3, 0) == 1.0  # warm-up off

@@ -13,13 +13,6 @@ from boxseg.train.losses.dice import dice_loss
 from boxseg import ops
 
 
-def pairwise_warmup(iteration: int, warmup_iters: int) -> float:
-    """min(iteration / warmup_iters, 1): the linear ramp of the pairwise term (1 when warm-up is off)."""
-    if warmup_iters <= 0:
-        return 1.0
-    return min(max(float(iteration), 0.0) / warmup_iters, 1.0)
-
-
 def projection_loss(mask_probs: torch.Tensor, box_masks: torch.Tensor) -> torch.Tensor:
     """Per instance Dice(proj_x(m), proj_x(b)) + Dice(proj_y(m), proj_y(b)); (N, h, w) -> (N,)."""
     b = box_masks.to(mask_probs.dtype)

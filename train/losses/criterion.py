@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from boxseg.train.losses.boxinst import boxinst_losses, image_color_similarity, pairwise_warmup, valid_region
+from boxseg.train.losses.boxinst import boxinst_losses, image_color_similarity, valid_region
 from boxseg.train.losses.config import LossConfig
 from boxseg.train.losses.fcos import assign_targets, fcos_losses
 from boxseg.train.losses.mask_sup import PseudoMaskDiceLoss, PseudoMaskLoss, downsample_masks, gt_mask_loss
 from boxseg.train.losses.proposals import Proposals, select_proposals
+from boxseg.train.schedule import linear_warmup
 from torch import nn
 
 from boxseg.model.condinst import MASK_OUT_STRIDE, DenseOutput
@@ -94,7 +95,7 @@ class Criterion:
                                          cfg.pairwise_theta)
         loss_proj, loss_pair = boxinst_losses(mask_logits, gt_boxes / MASK_OUT_STRIDE, props.img_idx, sim,
                                               cfg.pairwise_color_thresh, cfg.pairwise_dilation)
-        warm = pairwise_warmup(iteration, cfg.pairwise_warmup_iters)
+        warm = linear_warmup(iteration, cfg.pairwise_warmup_iters)
         return {"loss_proj": cfg.proj_weight * loss_proj, "loss_pair": cfg.pairwise_weight * warm * loss_pair}
 
     @staticmethod

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from boxseg.train.losses.config import MaskSupConfig
 from boxseg.train.losses.dice import dice_loss, weighted_dice_loss
 from boxseg.train.losses.fcos import reduce_mean
+from boxseg.train.schedule import linear_warmup
 
 from boxseg import ops
 
@@ -35,12 +36,6 @@ def gt_mask_loss(mask_logits: torch.Tensor, gt_masks: torch.Tensor) -> torch.Ten
     if mask_logits.shape[0] == 0:
         return mask_logits.sum() * 0.0
     return weighted_dice_loss(mask_logits.sigmoid(), gt_masks)
-
-
-def linear_warmup(iteration: int, warmup_iters: int) -> float:
-    if warmup_iters <= 0:
-        return 1.0
-    return min(max(float(iteration), 0.0) / warmup_iters, 1.0)
 
 
 class PseudoMaskDiceLoss:
