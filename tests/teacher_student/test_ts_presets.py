@@ -35,3 +35,6 @@ def test_synthetic_cpu_overlay_scales_the_teacher_student_keys():
     assert sec.mask_sup.lambda_ == 0.5 and sec.qam.stages == "full"  # the method's own settings are untouched
     assert 0.99 <= sec.teacher.ema_momentum < 0.999
     assert sec.teacher.input.short <= 352
+    # weak student augmentation for short schedules, the colour-jitter magnitudes of the preset kept
+    assert (sec.student.color_jitter.p, sec.student.grayscale.p, sec.student.gaussian_blur.p) == (0.2, 0.0, 0.0)
+    assert sec.student.color_jitter.brightness == 0.4
