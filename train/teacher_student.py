@@ -36,7 +36,7 @@ from .data import pad_to, resize_image
 from .ema import ModelEMA
 from .geometry import ViewGeometry, map_boxes, map_masks, teacher_geometry
 from .loop import METHODS, Method
-from .losses_pseudo import QualityMaskLoss
+from .losses.mask_sup import QualityMaskLoss
 from .photometric import StudentPhotometric
 from .pseudo.bpma import bpma_label
 from .pseudo.config import (

@@ -302,9 +302,9 @@ def test_pseudo_masks_go_through_the_replaceable_seam(tiny: tuple[CondInst, Mode
 
 def test_default_pseudo_mask_loss_hand_value() -> None:
     from boxseg.train.losses.config import MaskSupConfig
-    from boxseg.train.losses.mask_sup import PseudoMaskDiceLoss
+    from boxseg.train.losses.mask_sup import QualityMaskLoss
 
-    loss_fn = PseudoMaskDiceLoss(MaskSupConfig(lambda_=0.5, warmup_iters=10000, target="binary"))
+    loss_fn = QualityMaskLoss(MaskSupConfig(lambda_=0.5, warmup_iters=10000, target="binary"))
     pseudo = torch.full((2, 8, 8), 0.9)  # soft, cropped to each box and binarised inside
     boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 8.0, 8.0]])
     logits = torch.full((3, 8, 8), -30.0)  # empty predictions: Dice 1 against any non-empty target
@@ -319,34 +319,24 @@ def test_default_pseudo_mask_loss_hand_value() -> None:
     assert float(out["loss_mask_sup"]) < 1e-4
 
 
-def test_default_pseudo_mask_loss_reads_loss_mask_sup_and_agrees_with_the_teacher_student_loss() -> None:
+def test_default_pseudo_mask_loss_reads_loss_mask_sup() -> None:
     from boxseg.train.losses.config import MaskSupConfig
-    from boxseg.train.losses.mask_sup import PseudoMaskDiceLoss
-    from boxseg.train.losses_pseudo import QualityMaskLoss
+    from boxseg.train.losses.mask_sup import QualityMaskLoss
 
     torch.manual_seed(0)
     pseudo = torch.rand(3, 12, 12)
-    pseudo[(pseudo - 0.5).abs() < 1e-3] = 0.7  # no pixel exactly at the threshold (>= here, > there)
     boxes = torch.tensor([[0.0, 0.0, 6.0, 8.0], [3.0, 2.0, 12.0, 12.0], [1.0, 1.0, 5.0, 5.0]])
     logits = torch.randn(5, 12, 12)
     gt_idx = torch.tensor([0, 1, 1, 2, 0])
     weights, valid = torch.tensor([0.9, 0.4, 0.7]), torch.tensor([True, True, False])
-    for cfg in (MaskSupConfig(lambda_=1.0, warmup_iters=0), MaskSupConfig(target="soft", weight_exponent=2.0),
-                MaskSupConfig(tau_pixel=0.3, warmup_iters=100)):
+    for cfg in (MaskSupConfig(lambda_=1.0, warmup_iters=0), MaskSupConfig(target="soft", weight_exponent=2.0)):
         crit = Criterion(LossConfig(mask_sup=cfg), ModelConfig.tiny())
-        assert isinstance(crit.pseudo_loss_fn, PseudoMaskDiceLoss) and crit.pseudo_loss_fn.cfg is cfg
-        ours = crit.pseudo_loss_fn(logits, gt_idx, pseudo, weights, valid, boxes, iteration=30)
-        theirs = QualityMaskLoss(cfg)(logits, gt_idx, pseudo, weights, valid, boxes, iteration=30)
-        torch.testing.assert_close(ours["loss_mask_sup"], theirs["loss_mask_sup"])
+        assert isinstance(crit.pseudo_loss_fn, QualityMaskLoss) and crit.pseudo_loss_fn.cfg is cfg
     # The exponent is applied: w^2 with one valid sample per GT changes the value.
-    one = PseudoMaskDiceLoss(MaskSupConfig(warmup_iters=0))(logits, gt_idx, pseudo, weights, valid, boxes)
-    two = PseudoMaskDiceLoss(MaskSupConfig(warmup_iters=0, weight_exponent=2.0))(logits, gt_idx, pseudo, weights,
-                                                                                valid, boxes)
+    one = QualityMaskLoss(MaskSupConfig(warmup_iters=0))(logits, gt_idx, pseudo, weights, valid, boxes)
+    two = QualityMaskLoss(MaskSupConfig(warmup_iters=0, weight_exponent=2.0))(logits, gt_idx, pseudo, weights,
+                                                                             valid, boxes)
     assert float(two["loss_mask_sup"]) < float(one["loss_mask_sup"])
-    # Options only the teacher-student loss implements are refused with the key named, not silently ignored.
-    for cfg in (MaskSupConfig(type="dice+bce"), MaskSupConfig(affinity_weight=0.1)):
-        with pytest.raises(ValueError, match="loss.mask_sup"):
-            PseudoMaskDiceLoss(cfg)(logits, gt_idx, pseudo, weights, valid, boxes)
 
 
 def test_config_errors_name_the_field() -> None:

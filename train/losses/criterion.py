@@ -13,7 +13,7 @@ import torch
 from boxseg.train.losses.boxinst import boxinst_losses, image_color_similarity, valid_region
 from boxseg.train.losses.config import LossConfig
 from boxseg.train.losses.fcos import assign_targets, fcos_losses
-from boxseg.train.losses.mask_sup import PseudoMaskDiceLoss, PseudoMaskLoss, downsample_masks, gt_mask_loss
+from boxseg.train.losses.mask_sup import PseudoMaskLoss, QualityMaskLoss, downsample_masks, gt_mask_loss
 from boxseg.train.losses.proposals import Proposals, select_proposals
 from boxseg.train.schedule import linear_warmup
 from torch import nn
@@ -33,7 +33,7 @@ class Criterion:
         self.model_cfg = model_cfg
         self.box_score = model_cfg.box_score
         # The seam for teacher pseudo masks: replace with any callable of the PseudoMaskLoss signature.
-        self.pseudo_loss_fn: PseudoMaskLoss = pseudo_loss_fn or PseudoMaskDiceLoss(loss_cfg.mask_sup)
+        self.pseudo_loss_fn: PseudoMaskLoss = pseudo_loss_fn or QualityMaskLoss(loss_cfg.mask_sup)
 
     def __call__(self, dense: DenseOutput, model: nn.Module, batch: dict[str, Any], iteration: int
                  ) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from boxseg.train.losses_pseudo import (
+from boxseg.train.losses.mask_sup import (
     mask_targets,
     noise_reduced_affinity,
     quality_mask_loss,
