@@ -265,7 +265,8 @@ def stage_predict(ctx: DemoContext) -> dict[str, Any]:
 
     onnx_path = ctx.output("export")["path"]  # type: ignore[index]
     try:
-        predictor = runtime.Predictor(onnx_path, device="cpu", threads=ctx.settings.resolved_threads())
+        predictor = runtime.Predictor(onnx_path, device="cpu", threads=ctx.settings.resolved_threads(),
+                                      model_resize=True)  # the PyTorch eval stage's resize rule
     except ImportError as exc:  # the compiled core is part of the package build
         raise NotBuilt(f"the runtime's compiled core is not built ({exc})") from None
     dataset = CocoDataset(_val_dir(ctx))
