@@ -2,9 +2,10 @@
 
 Every bench writes ``NAME.json`` (``{"name", "meta", "machine", "rows"}``, see :mod:`boxseg.bench.report`). This
 command renders a set of them (by default the ones kept in ``docs/results/``) as Markdown: the machine they were
-measured on, then one table per report with the columns a reader wants, and replaces the block between
-``BEGIN`` and ``END`` in the README (``--readme``). ``--check`` only says whether the README block is up to date
-(a test runs it, so the README cannot drift from the JSON it claims to show).
+measured on, then one table per report with the columns a reader wants (and its chart, where the report's PNG
+lies beside the JSON), and replaces the block between ``BEGIN`` and ``END`` in the README (``--readme``).
+``--check`` only says whether the README block is up to date (a test runs it, so the README cannot drift from the
+JSON it claims to show).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def load_reports(paths: Sequence[Path]) -> list[dict[str, Any]]:
             raise ReadmeError(f"{f}: not a bench report (expected a JSON object with 'name' and a 'rows' list, as "
                               "written by `boxseg bench ...`)")
         doc["_file"] = f.name
+        doc["_chart"] = f.with_suffix(".png").name if f.with_suffix(".png").is_file() else None
         docs.append(doc)
     if not docs:
         raise ReadmeError(f"no bench reports (*.json) in {', '.join(map(str, paths))}")
@@ -111,6 +113,8 @@ def render(docs: Sequence[Mapping[str, Any]], source: str = "docs/results") -> s
         if len(machines) > 1:
             out.append(f"Measured on: {machine_line(d.get('machine') or {})}.\n")
         out.append(markdown_table(rows, present, None, headers).rstrip("\n") + "\n")
+        if d.get("_chart"):
+            out.append(f"![{d['name']}]({source}/{d['_chart']})\n")
     return "\n".join(out)
 
 

@@ -41,6 +41,8 @@ def test_render_orders_sections_names_the_machine_and_picks_columns(tmp_path: Pa
     assert "| backend | device | size | batch | status | p50 | p90 | images/s | pre | infer | post |" in text
     assert "AP_mean" not in text and "peak_mb" not in text
     assert "| tensorrt | cuda | 320 | 1 | skipped: no GPU |" in text
+    # write_report leaves a chart beside each JSON: linked under its table, from the same source folder
+    assert "![ablation](R/ablation.png)" in text and "![latency](R/latency.png)" in text
 
 
 def test_machines_that_differ_are_named_per_section(tmp_path: Path) -> None:
