@@ -74,6 +74,15 @@ def ensure_data(data: Path | None, out: Path, split: str, log: Any) -> Path:
     return root
 
 
+def data_split(data: Path) -> str | None:
+    """The synthetic split (easy / hard) recorded in a bench split's val annotations, or None (e.g. real data)."""
+    try:
+        info = json.loads((data / "val" / "annotations.json").read_text()).get("info") or {}
+    except (OSError, ValueError):
+        return None
+    return info.get("split") if isinstance(info, dict) else None
+
+
 def run_config(preset: str, config: str | None, seed: int, data: Path, run_dir: Path, iters: int | None,
                device: str, threads: int, overrides: list[str]) -> Any:
     from boxseg.train.config import apply_override, load_config
@@ -220,7 +229,8 @@ def cli(presets_text: str, config: str, seeds: int, iters: int | None, split: st
     say = (lambda msg: click.echo(msg, err=True))
     data = ensure_data(Path(data_dir) if data_dir else None, out, split, say)
     rows, runs = run_ablation(presets, overlay, seeds, iters, data, out, device, threads, list(overrides), say)
-    meta = {"presets": presets, "config": overlay, "seeds": seeds, "iters": iters, "split": None if data_dir else split,
+    meta = {"presets": presets, "config": overlay, "seeds": seeds, "iters": iters,
+            "split": data_split(data) if data_dir else split,
             "data": str(data), "device": device, "threads": threads, "overrides": list(overrides), "keys": KEYS,
             "metric": "COCO mask AP (%) on the val split; mean ± sample std over seeds"}
     columns = ["preset", "runs", *METRICS, "box_AP"]

@@ -52,6 +52,7 @@ def test_mean_and_std_over_seeds(run: tuple[dict, Path, Path]) -> None:
     assert row["AP_std"] == pytest.approx(statistics.stdev(aps))
     assert row["AP"] == f"{statistics.fmean(aps):.1f} ± {statistics.stdev(aps):.1f}"
     assert len(doc["summary"]["runs"]) == 2
+    assert doc["meta"]["split"] == "easy"  # --data given: the split is read from the data's annotations
 
 
 def test_baselines_are_listed(run: tuple[dict, Path, Path]) -> None:
