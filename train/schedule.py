@@ -14,13 +14,13 @@ def linear_warmup(iteration: int, warmup_iters: int) -> float:
 
 
 def scale_schedule(cfg: Any, iters: int) -> Any:
-    """Set ``solver.max_iter = iters`` and scale every time constant of the schedule by the same factor:
-    ``solver.steps``, every int field named ``*warmup_iters`` anywhere in the config (the LR warm-up, the loss
-    warm-ups), each capped at ``iters``, and the EMA teacher's memory ``1 / (1 - teacher.ema_momentum)``.
+    """Set ``solver.max_iter = iters`` and scale ``solver.steps`` and every int field named ``*warmup_iters``
+    anywhere in the config (the LR warm-up, the loss warm-ups) by the same factor, each capped at ``iters``.
 
-    Why the EMA too: the teacher starts as the untrained student and still holds ``momentum ** n`` of it after n
-    updates. Keeping 0.99 in a run cut to a sixth would leave a teacher mostly made of early weights when the
-    mask-supervision warm-up ends."""
+    The EMA teacher's momentum is left alone on purpose. Scaling its memory 1/(1-m) with the run (0.99 -> 0.95
+    over the demo's 400 iterations) was tried and measured: the fresher teacher's candidates pass QAM's score gate
+    early, its poor masks then fight the box losses, and the full demo's mask AP fell from 31.1 to 14.4 (one run
+    each, same seed; loss_proj 0.11 vs 0.22 at iteration 370)."""
     ratio = iters / max(1, int(cfg.solver.max_iter))
 
     def scale(v: int) -> int:
@@ -40,8 +40,4 @@ def scale_schedule(cfg: Any, iters: int) -> Any:
     steps = tuple(s for s in (scale(s) for s in cfg.solver.steps) if 0 < s < iters) or (iters,)
     warmup = min(cfg.solver.warmup_iters, max(0, iters - 1))
     cfg.solver = dataclasses.replace(cfg.solver, max_iter=iters, steps=steps, warmup_iters=warmup)
-    teacher = getattr(cfg, "teacher", None)
-    if teacher is not None and 0.0 < teacher.ema_momentum < 1.0:
-        momentum = max(0.0, 1.0 - (1.0 - teacher.ema_momentum) / ratio)
-        cfg.teacher = dataclasses.replace(teacher, ema_momentum=momentum)
     return cfg
