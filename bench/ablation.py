@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -125,6 +124,7 @@ def train_and_evaluate(preset: str, config: str | None, seed: int, data: Path, o
                                    "--config, data or overrides); use another --out, or delete that run folder")
         log(f"bench ablation: {preset} seed {seed}: done before, reading {result_path}")
         return saved
+    from boxseg.bench.report import write_text_atomic
     from boxseg.train.evaluate import evaluate_checkpoint
     from boxseg.train.loop import Trainer
 
@@ -137,9 +137,7 @@ def train_and_evaluate(preset: str, config: str | None, seed: int, data: Path, o
               "config_fingerprint": fingerprint,
               "checkpoint": summary["checkpoint"], "segm": metrics["segm"], "bbox": metrics["bbox"]}
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = result_path.with_name(result_path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, result_path)
+    write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
     log(f"  mask AP {metrics['segm']['AP']:.2f}, box AP {metrics['bbox']['AP']:.2f}")
     return result
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from boxseg.bench.backends import (
     TorchBackend,
     export_checkpoint_to_onnx,
 )
+from boxseg.bench.machine import usable_cores
 from boxseg.bench.report import write_report
 from boxseg.bench.timing import PeakMemory, summarize
 
@@ -257,13 +257,6 @@ def summarize_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 @click.command("latency", help="Latency per backend x image size x batch, with a stage breakdown.")
 @click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="A checkpoint (.pt) or an exported model (.onnx; .engine/.plan for tensorrt).")
@@ -284,7 +277,7 @@ def cli(model_path: str, backends: str, imgsz: str, batch: str, iters: int, warm
     names = parse_backends(backends)
     sizes = parse_int_list(imgsz, "--imgsz")
     batches = parse_int_list(batch, "--batch")
-    threads = threads or _default_threads()
+    threads = threads or usable_cores()
     rows = run_latency(Path(model_path), names, sizes, batches, iters, warmup, threads)
     summary = summarize_targets(rows)
     from boxseg.bench.machine import machine_info

@@ -25,6 +25,14 @@ def _read(path: str) -> str:
         return ""
 
 
+def usable_cores() -> int:
+    """Logical CPUs this process may run on (its affinity mask; all of them where the OS has none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def cpu_info() -> dict[str, Any]:
     """CPU model, logical cores, physical cores and the cores this process may use."""
     model = platform.processor() or platform.machine()
@@ -46,15 +54,11 @@ def cpu_info() -> dict[str, Any]:
     if core_id:
         physical.add((phys_id, core_id))
     logical = os.cpu_count() or 0
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = logical
     return {
         "cpu": model,
         "cores_logical": logical,
         "cores_physical": len(physical) or logical,
-        "cores_usable": usable,
+        "cores_usable": usable_cores(),
     }
 
 

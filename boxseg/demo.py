@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import os
 import sys
 import time
 import traceback
@@ -80,12 +79,9 @@ class DemoSettings:
         return dataclasses.replace(base, iters=self.iters) if self.iters else base
 
     def resolved_threads(self) -> int:
-        if self.threads > 0:
-            return self.threads
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except (AttributeError, OSError):
-            return max(1, os.cpu_count() or 1)
+        from boxseg.bench.machine import usable_cores
+
+        return self.threads if self.threads > 0 else usable_cores()
 
 
 class NotBuilt(Exception):
@@ -379,10 +375,9 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] | None = None,
         tail = f" ({result.detail})" if result.detail else ""
         say(f"{head}: {result.status} in {result.seconds:.1f} s{tail}")
     summary = build_summary(ctx, time.perf_counter() - start, failed)
-    path = settings.out_dir / "summary.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, path)
+    from boxseg.bench.report import write_text_atomic
+
+    write_text_atomic(settings.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -13,7 +13,6 @@ import torch
 from boxseg.export import nms as _nms
 from torch import nn
 
-
 OUTPUT_NAMES = ("boxes", "scores", "classes", "masks", "num_dets")
 
 
