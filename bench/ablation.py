@@ -185,9 +185,9 @@ def check_config(presets: list[str], overlay: str | None, overrides: list[str]) 
     """Fail before any training on a bad overlay or override (for every preset)."""
     from boxseg.train.config import ConfigError, load_config
 
-    for item in overrides:
-        if "=" not in item:
-            raise click.UsageError(f"unexpected argument '{item}': overrides look like key=value")
+    from boxseg.cli import check_overrides
+
+    check_overrides(overrides)
     for preset in presets:
         try:
             load_config(preset, overlay, overrides)

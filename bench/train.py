@@ -236,10 +236,10 @@ def cli(preset: str, config: str | None, batch: int, imgsz: int, iters: int, war
     from boxseg.bench.report import write_report
     from boxseg.train.config import ConfigError, load_config
 
+    from boxseg.cli import check_overrides
+
     ops = parse_ops(ops_text)
-    for item in overrides:
-        if "=" not in item:
-            raise click.UsageError(f"unexpected argument '{item}': overrides look like key=value")
+    check_overrides(overrides)
     try:  # fail here, not in every subprocess, on a bad preset or override
         load_config(preset, config, overrides=list(overrides))
     except ConfigError as exc:

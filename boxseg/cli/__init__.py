@@ -50,3 +50,10 @@ def not_built(what: str, issue: str) -> None:
     """Exit with status 2 for a capability that does not exist yet (no fake output)."""
     click.echo(f"boxseg: {what} is not built yet ({issue}).", err=True)
     raise SystemExit(2)
+
+
+def check_overrides(items: tuple[str, ...] | list[str]) -> None:
+    """Extra command-line arguments are training-config overrides: fail early on one that is not key=value."""
+    for item in items:
+        if "=" not in item:
+            raise click.UsageError(f"unexpected argument '{item}': overrides look like key=value (solver.lr=0.02)")

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from boxseg.cli import COMMANDS
+from boxseg.cli import COMMANDS, check_overrides
 
 
 @click.command("demo", help=COMMANDS["demo"])
@@ -39,9 +39,7 @@ def cli(out_dir: str, quick: bool, iters: int | None, device: str, threads: int,
         seed: int, as_json: bool, overrides: tuple[str, ...]) -> None:
     """The whole pipeline on built-in synthetic data. Extra arguments are training-config overrides
     (key=value, e.g. solver.lr=0.02), applied after the demo's own settings."""
-    for item in overrides:
-        if "=" not in item:
-            raise click.UsageError(f"unexpected argument '{item}': overrides look like key=value (solver.lr=0.02)")
+    check_overrides(overrides)
     from boxseg.demo import DemoSettings, run_demo
 
     settings = DemoSettings(out_dir=Path(out_dir), quick=quick, iters=iters, device=device, threads=threads,

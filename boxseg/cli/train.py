@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from boxseg.cli import COMMANDS
+from boxseg.cli import COMMANDS, check_overrides
 
 EPILOG = """\b
 Extra arguments are config overrides, key=value with a YAML value:
@@ -62,9 +62,7 @@ def cli(preset: str | None, config_path: str | None, data_dir: str | None, val_d
     }
     # Flags as overrides (JSON is valid YAML, so paths and strings survive the YAML parse), then key=value.
     all_overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(overrides)
-    for item in overrides:
-        if "=" not in item:
-            raise click.UsageError(f"unexpected argument '{item}': overrides look like key=value (solver.lr=0.02)")
+    check_overrides(overrides)
     try:
         saved = Path(out_dir) / "config.yaml"
         if preset is None and resume and saved.is_file():
