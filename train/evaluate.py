@@ -18,15 +18,43 @@ from boxseg.train.data import eval_transform, pad_to
 from torch import nn
 
 
+def size_groups(sizes: Sequence[tuple[int, int]], divisor: int) -> list[list[int]]:
+    """Indices of `sizes` grouped by their padded size (each side rounded up to `divisor`), in first-seen order.
+
+    Batching only images that pad to the same size makes a batch give exactly the detections each image gets
+    alone: padding an image further to fit a larger neighbour changes its normalisation statistics and so its
+    detections. The training forward is untouched; only inference groups its inputs this way.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (h, w) in enumerate(sizes):
+        groups.setdefault((pad_to(h, divisor), pad_to(w, divisor)), []).append(i)
+    return list(groups.values())
+
+
 @torch.no_grad()
 def predict_images(model: nn.Module, images: Sequence[np.ndarray], input_cfg: InputConfig,
                    device: torch.device | str = "cpu", score_thr: float = 0.05) -> list[dict[str, np.ndarray]]:
-    """Run ``model.inference`` on uint8 (H, W, 3) RGB images (one batch); per image a dict of numpy arrays:
-    ``boxes`` (n, 4) xyxy original pixels, ``scores`` (n,), ``classes`` (n,) contiguous, ``masks`` bool (n, H, W)."""
+    """Run ``model.inference`` on uint8 (H, W, 3) RGB images; per image a dict of numpy arrays: ``boxes`` (n, 4)
+    xyxy original pixels, ``scores`` (n,), ``classes`` (n,) contiguous, ``masks`` bool (n, H, W).
+
+    Images whose views pad to the same size run as one batch (``size_groups``), so each image's detections are
+    those it gets when run alone."""
+    views = [eval_transform(im, input_cfg) for im in images]
+    out: list[dict[str, np.ndarray] | None] = [None] * len(images)
+    for group in size_groups([tuple(v.shape[-2:]) for v in views], input_cfg.size_divisor):
+        results = _predict_views(model, [images[i] for i in group], [views[i] for i in group], input_cfg,
+                                 device, score_thr)
+        for i, r in zip(group, results):
+            out[i] = r
+    return out  # type: ignore[return-value]
+
+
+def _predict_views(model: nn.Module, images: Sequence[np.ndarray], views: Sequence[torch.Tensor],
+                   input_cfg: InputConfig, device: torch.device | str, score_thr: float
+                   ) -> list[dict[str, np.ndarray]]:
     from boxseg.model.postprocess import paste_masks
 
     device = torch.device(device)
-    views = [eval_transform(im, input_cfg) for im in images]
     div = input_cfg.size_divisor
     hmax = pad_to(max(v.shape[-2] for v in views), div)
     wmax = pad_to(max(v.shape[-1] for v in views), div)
@@ -103,12 +131,12 @@ def model_from_checkpoint(checkpoint: str | Path, device: torch.device | str = "
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, device: str = "cpu", batch_size: int = 4,
-                        score_thr: float = 0.05) -> dict[str, Any]:
+                        score_thr: float = 0.05, allow_outside_images: bool | None = None) -> dict[str, Any]:
     """``boxseg eval --checkpoint``: segm and bbox AP of a checkpoint's student on a dataset folder."""
     from boxseg.data.coco import CocoDataset
 
     model, cfg, ckpt = model_from_checkpoint(checkpoint, device)
-    dataset = CocoDataset(data_dir, with_masks=False)
+    dataset = CocoDataset(data_dir, with_masks=False, allow_outside_images=allow_outside_images)
     if list(dataset.class_names) != list(ckpt["class_names"]):
         raise CheckpointError(
             f"checkpoint {checkpoint} was trained on classes {ckpt['class_names']}, but {dataset.ann_file} has "

@@ -52,6 +52,20 @@ def not_built(what: str, issue: str) -> None:
     raise SystemExit(2)
 
 
+class Threshold(click.FloatRange):
+    """A float in [min, max] that is also a real number: click's FloatRange lets nan through (every comparison
+    with nan is false), and a nan score threshold silently keeps or drops everything."""
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a number; expected a threshold in [{self.min:g}, {self.max:g}], "
+                      f"e.g. 0.3", param, ctx)
+        return number
+
+
 def check_overrides(items: tuple[str, ...] | list[str]) -> None:
     """Extra command-line arguments are training-config overrides: fail early on one that is not key=value."""
     for item in items:

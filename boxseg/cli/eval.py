@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from boxseg.cli import COMMANDS
+from boxseg.cli import COMMANDS, Threshold
 
 
 def resolve_data(data: str) -> Path:
@@ -27,44 +27,54 @@ def resolve_data(data: str) -> Path:
               help="Score a trained checkpoint.")
 @click.option("--device", default="cpu", show_default=True, help="Device for --checkpoint.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--score-thr", type=click.FloatRange(0, 1), default=0.05, show_default=True)
+@click.option("--score-thr", type=Threshold(0, 1), default=0.05, show_default=True)
 @click.option("--per-category", is_flag=True, help="Also report AP per category.")
+@click.option("--allow-outside-images", is_flag=True,
+              help="Let image file_names be absolute or climb out of the image folder with '..'.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def cli(data: str, baseline: str | None, checkpoint: str | None, device: str, batch_size: int, score_thr: float,
-        per_category: bool, as_json: bool) -> None:
+        per_category: bool, allow_outside_images: bool, as_json: bool) -> None:
     if (baseline is None) == (checkpoint is None):
         raise click.UsageError("give exactly one of --baseline or --checkpoint")
-    from boxseg.data.coco import CocoDataset
+    from boxseg.data.coco import CocoDataset, format_report
     from boxseg.data.errors import DataError
-    from boxseg.eval.coco_eval import IOU_TYPES, evaluate, format_table
+    from boxseg.eval.coco_eval import IOU_TYPES, evaluate, format_table, load_gt, scored_instances
 
     path = resolve_data(data)
     try:
-        ds = CocoDataset(path, with_masks=True)  # validates the JSON with clear errors before pycocotools
+        # The one reader validates the JSON (segmentations included) with clear errors before pycocotools.
+        ds = CocoDataset(path, with_masks=True, allow_outside_images=allow_outside_images)
+        gt = load_gt(ds.ann_file)
+        if baseline is not None:
+            # Baseline masks are drawn on the JSON's width x height canvas: a wrong size must not pass silently.
+            ds.check_image_sizes()
     except DataError as e:
         raise click.ClickException(str(e)) from e
     if baseline is not None:
         from boxseg.eval.baselines import baseline_results
 
         predictor = f"baseline:{baseline}"
-        metrics = evaluate(ds.ann_file, baseline_results(ds.ann_file, baseline), IOU_TYPES,
-                           per_category=per_category)
+        metrics = evaluate(gt, baseline_results(gt, baseline), IOU_TYPES, per_category=per_category)
     else:
         from boxseg.train.evaluate import evaluate_checkpoint
 
         predictor = f"checkpoint:{checkpoint}"
         try:
             metrics = evaluate_checkpoint(checkpoint, str(path), device=device, batch_size=batch_size,
-                                          score_thr=score_thr)
-        except (ValueError, OSError) as e:  # CheckpointError / ConfigError: a file of the wrong kind
+                                          score_thr=score_thr, allow_outside_images=allow_outside_images)
+        except (ValueError, OSError) as e:  # CheckpointError / ConfigError / DataError: a file of the wrong kind
             raise click.ClickException(str(e)) from e
-    result = {"data": str(path), "predictor": predictor, "segm": metrics["segm"], "bbox": metrics["bbox"]}
+    instances = scored_instances(gt)
+    result = {"data": str(path), "predictor": predictor, "segm": metrics["segm"], "bbox": metrics["bbox"],
+              "instances": instances, "report": dict(ds.report)}
     if per_category:
         result["per_category"] = {t: metrics[t].pop("per_category", None) for t in IOU_TYPES}
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
         return
-    click.echo(f"data: {path} ({len(ds)} images, {ds.report['boxes']} instances)   predictor: {predictor}")
+    # The count is what COCOeval scores (every non-crowd annotation), not the boxes training would use.
+    click.echo(f"data: {path} ({len(ds)} images, {instances} instances scored)   predictor: {predictor}")
+    click.echo(f"dataset: {format_report(ds.report)}")
     click.echo(format_table({"segm": result["segm"], "bbox": result["bbox"]}))
     if per_category:
         for t in IOU_TYPES:

@@ -1,14 +1,21 @@
 """COCO-format dataset reader for box-supervised training (boxes + classes) and evaluation (masks).
 
 Validation happens once, at construction, on the JSON alone: every problem raises `DataError` naming the file, the
-id and the field. Images are opened only in `ds[i]` (or all up front with `ds.check_images()`).
+id and the field. Images are opened only in `ds[i]` (or all up front with `ds.check_images()`, or just their
+headers with `ds.check_image_sizes()`).
+
+This is the one reader of COCO files: training, evaluation (`boxseg.eval.coco_eval.load_gt`, so the baselines
+too) and the exporter's checks all go through it, so pycocotools only ever sees validated segmentations
+(`boxseg.data.segmentation`). File names must stay inside the image folder unless `allow_outside_images`
+(or the environment variable BOXSEG_ALLOW_OUTSIDE_IMAGES=1, which `--allow-outside-images` sets) says otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+import os
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -16,9 +23,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from boxseg.data.errors import DataError
+from boxseg.data.segmentation import segmentation_problem
 
 ANNOTATIONS_FILE = "annotations.json"
 IMAGES_DIR = "images"
+ALLOW_OUTSIDE_ENV = "BOXSEG_ALLOW_OUTSIDE_IMAGES"
+_EXIF_ORIENTATION = 0x0112
 
 
 def _is_int(x: Any) -> bool:
@@ -27,6 +37,32 @@ def _is_int(x: Any) -> bool:
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def outside_images_allowed(flag: bool | None = None) -> bool:
+    """An explicit flag wins; None reads BOXSEG_ALLOW_OUTSIDE_IMAGES (how the CLI reaches the trainer's reader)."""
+    if flag is not None:
+        return bool(flag)
+    return os.environ.get(ALLOW_OUTSIDE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why `name` would be read from outside its image folder (an absolute path, a drive, or '..' climbing
+    above it), else None. Purely lexical: a symlink inside the folder is the dataset owner's own choice."""
+    if "\x00" in name:
+        return "contains a NUL character"
+    win = PureWindowsPath(name)
+    if PurePosixPath(name).is_absolute() or win.drive or win.root:
+        return "is an absolute path"
+    depth = 0
+    for part in name.replace("\\", "/").split("/"):  # a backslash separates folders on Windows
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return "climbs out of the image folder with '..'"
+        elif part not in ("", "."):
+            depth += 1
+    return None
 
 
 def resolve_paths(root_or_json: str | Path, image_dir: str | Path | None = None) -> tuple[Path, Path]:
@@ -75,12 +111,27 @@ def to_rgb_uint8(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
+def format_report(r: dict) -> str:
+    """A reader's `report` in words: boxes used, and what was clipped, dropped, skipped or left empty."""
+    line = (f"{r['images']} images ({r['images_without_boxes']} without boxes), {r['boxes']} boxes used of "
+            f"{r['annotations']} annotations")
+    changed = {"clipped to the image": r["boxes_clipped"],
+               "dropped as degenerate (w or h <= 0)": r["boxes_dropped_degenerate"],
+               "dropped as outside the image": r["boxes_dropped_outside"],
+               "crowd regions skipped": r["crowd_skipped"]}
+    details = ", ".join(f"{n} {what}" for what, n in changed.items() if n)
+    return line + (f"; {details}" if details else "")
+
+
 class CocoDataset:
     """A COCO instance dataset: `ds[i]` gives the image, xyxy boxes, contiguous classes (and masks on request).
 
     Degenerate boxes (w <= 0 or h <= 0) and boxes entirely outside their image are dropped when
     `drop_degenerate` is true, or raise DataError otherwise; boxes partly outside are clipped. Crowd annotations
-    (iscrowd=1) are not training targets and are skipped. Counts are in `ds.report`.
+    (iscrowd=1) are not training targets and are skipped. Counts are in `ds.report` (`ds.summary()` in words).
+
+    With `with_masks` every segmentation (crowd ones too) is validated here, before pycocotools decodes it;
+    without, segmentations are not read at all (box-only training data may carry anything there).
     """
 
     def __init__(
@@ -90,11 +141,34 @@ class CocoDataset:
         *,
         with_masks: bool = False,
         drop_degenerate: bool = True,
+        allow_outside_images: bool | None = None,
     ) -> None:
-        self.ann_file, self.image_dir = resolve_paths(root_or_json, image_dir)
+        ann_file, image_dir = resolve_paths(root_or_json, image_dir)
+        self._build(load_json(ann_file), ann_file, image_dir, with_masks, drop_degenerate, allow_outside_images)
+
+    @classmethod
+    def from_data(
+        cls,
+        data: Any,
+        source: str | Path = "ground truth",
+        image_dir: str | Path | None = None,
+        *,
+        with_masks: bool = False,
+        drop_degenerate: bool = True,
+        allow_outside_images: bool | None = None,
+    ) -> CocoDataset:
+        """The same checks on an already-parsed COCO dict (`source` names it in errors). `data` is not copied."""
+        ds = cls.__new__(cls)
+        ds._build(data, Path(source), Path(image_dir) if image_dir is not None else Path(IMAGES_DIR),
+                  with_masks, drop_degenerate, allow_outside_images)
+        return ds
+
+    def _build(self, data: Any, ann_file: Path, image_dir: Path, with_masks: bool, drop_degenerate: bool,
+               allow_outside_images: bool | None) -> None:
+        self.ann_file, self.image_dir = ann_file, image_dir
         self.with_masks = with_masks
         self.drop_degenerate = drop_degenerate
-        data = load_json(self.ann_file)
+        self.allow_outside_images = outside_images_allowed(allow_outside_images)
         f = self.ann_file
         if not isinstance(data, dict):
             raise DataError(f"{f}: top level must be a JSON object with images, annotations, categories; "
@@ -152,6 +226,13 @@ class CocoDataset:
             name = self._field("image", im, pos, "file_name", lambda v: isinstance(v, str) and v, "a file name")
             w = self._field("image", im, pos, "width", lambda v: _is_int(v) and v > 0, "a positive integer")
             h = self._field("image", im, pos, "height", lambda v: _is_int(v) and v > 0, "a positive integer")
+            if not self.allow_outside_images:
+                problem = file_name_problem(name)
+                if problem:
+                    raise DataError(
+                        f"{f}: image id={iid}: field 'file_name' {name!r} {problem}; expected a path relative to "
+                        f"the image folder {self.image_dir}. If the images really live elsewhere, pass "
+                        f"--allow-outside-images (CocoDataset(..., allow_outside_images=True)).")
             if iid in seen:
                 raise DataError(f"{f}: image id={iid}: duplicate image id")
             seen.add(iid)
@@ -184,12 +265,12 @@ class CocoDataset:
             crowd = a.get("iscrowd", 0)
             if crowd not in (0, 1, True, False):
                 raise DataError(f"{f}: annotation id={aid}: field 'iscrowd' must be 0 or 1, got {crowd!r}")
-            if self.with_masks and "segmentation" not in a:
-                raise DataError(f"{f}: annotation id={aid}: missing field 'segmentation' (masks were requested)")
+            info = self._images[self._image_index[iid]]
+            if self.with_masks:
+                self._check_mask_fields(a, aid, info)
             if crowd:
                 report["crowd_skipped"] += 1
                 continue
-            info = self._images[self._image_index[iid]]
             x, y, w, h = (float(v) for v in bbox)
             if w <= 0 or h <= 0:
                 if not self.drop_degenerate:
@@ -213,6 +294,18 @@ class CocoDataset:
         report["images_without_boxes"] = sum(1 for lst in self._anns if not lst)
         self.report: dict[str, int] = report
 
+    def _check_mask_fields(self, a: dict, aid: int, info: dict) -> None:
+        f = self.ann_file
+        if "segmentation" not in a:
+            raise DataError(f"{f}: annotation id={aid}: missing field 'segmentation' (masks were requested: "
+                            f"expected polygons or an RLE object)")
+        problem = segmentation_problem(a["segmentation"], info["height"], info["width"])
+        if problem:
+            raise DataError(f"{f}: annotation id={aid} (image id={info['id']}): field 'segmentation' {problem}")
+        if "area" in a and not (_is_number(a["area"]) and a["area"] >= 0):
+            raise DataError(f"{f}: annotation id={aid}: field 'area' must be a finite number >= 0, got "
+                            f"{a['area']!r}")
+
     # --- access --------------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._images)
@@ -221,11 +314,22 @@ class CocoDataset:
         """`{"id", "file_name", "width", "height"}` of image i, from the JSON (no file access)."""
         return dict(self._images[i])
 
-    def load_image(self, i: int) -> np.ndarray:
-        """uint8 (H, W, 3) RGB, EXIF orientation applied; DataError when missing, unreadable or mis-sized."""
+    def _where(self, i: int) -> tuple[Path, str]:
         info = self._images[i]
         path = self.image_dir / info["file_name"]
-        where = f"{path} (image id={info['id']}, file_name {info['file_name']!r} in {self.ann_file})"
+        return path, f"{path} (image id={info['id']}, file_name {info['file_name']!r} in {self.ann_file})"
+
+    def _size_problem(self, i: int, w: int, h: int) -> str | None:
+        info = self._images[i]
+        if (w, h) == (info["width"], info["height"]):
+            return None
+        return (f"{self._where(i)[1]}: image is {w}x{h} (after EXIF orientation) but the JSON fields "
+                f"'width'/'height' say {info['width']}x{info['height']}; fix the JSON (masks and boxes are "
+                f"placed by those fields)")
+
+    def load_image(self, i: int) -> np.ndarray:
+        """uint8 (H, W, 3) RGB, EXIF orientation applied; DataError when missing, unreadable or mis-sized."""
+        path, where = self._where(i)
         try:
             with Image.open(path) as img:
                 img = ImageOps.exif_transpose(img)
@@ -235,10 +339,43 @@ class CocoDataset:
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise DataError(f"{where}: cannot read image: {e}") from e
         h, w = arr.shape[:2]
-        if (w, h) != (info["width"], info["height"]):
-            raise DataError(f"{where}: image is {w}x{h} (after EXIF orientation) but the JSON fields "
-                            f"'width'/'height' say {info['width']}x{info['height']}")
+        problem = self._size_problem(i, w, h)
+        if problem:
+            raise DataError(problem)
         return arr
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(width, height) of image i's file after EXIF orientation, from its header only (no pixel decoding)."""
+        path, where = self._where(i)
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+                if img.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):  # the transposing orientations
+                    w, h = h, w
+        except FileNotFoundError as e:
+            raise DataError(f"{where}: image file not found") from e
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{where}: cannot read image: {e}") from e
+        return w, h
+
+    def check_image_sizes(self) -> None:
+        """Every image file exists and has the JSON's width/height; one DataError listing every problem.
+
+        Reads headers only, so it is cheap enough for evaluations that never decode the pixels (the baselines),
+        whose masks would otherwise be drawn on the wrong canvas without a word.
+        """
+        problems = []
+        for i in range(len(self)):
+            try:
+                problem = self._size_problem(i, *self.image_size(i))
+            except DataError as e:
+                problem = str(e)
+            if problem:
+                problems.append(problem)
+        if problems:
+            more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise DataError(f"{len(problems)} of {len(self)} images do not match the JSON:\n"
+                            + "\n".join(problems[:20]) + more)
 
     def targets(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(boxes float32 (n, 4) xyxy, classes int64 (n,)) of image i, without loading the image."""
@@ -254,21 +391,18 @@ class CocoDataset:
         out = np.zeros((len(self._anns[i]), h, w), dtype=bool)
         for k, a in enumerate(self._anns[i]):
             seg = a["segmentation"]
-            try:
-                if isinstance(seg, list):  # polygons
-                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-                elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):  # uncompressed RLE
-                    rle = mask_utils.frPyObjects(seg, h, w)
-                elif isinstance(seg, dict) and isinstance(seg.get("counts"), (str, bytes)):
-                    rle = dict(seg)
-                    if list(rle.get("size", [])) != [h, w]:
-                        raise ValueError(f"RLE size {rle.get('size')} differs from the image's [{h}, {w}]")
-                else:
-                    raise TypeError("expected a polygon list or an RLE object {size, counts}")
-                out[k] = mask_utils.decode(rle).astype(bool)
-            except (ValueError, TypeError, IndexError, KeyError) as e:
-                raise DataError(f"{self.ann_file}: annotation id={a['id']}: field 'segmentation' is invalid: "
-                                f"{e}") from e
+            # Checked again here: a dataset read without masks never validated its segmentations.
+            problem = segmentation_problem(seg, h, w)
+            if problem:
+                raise DataError(f"{self.ann_file}: annotation id={a['id']} (image id={info['id']}): field "
+                                f"'segmentation' {problem}")
+            if isinstance(seg, list):  # polygons
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+            elif isinstance(seg["counts"], list):  # uncompressed RLE
+                rle = mask_utils.frPyObjects(seg, h, w)
+            else:
+                rle = dict(seg)
+            out[k] = mask_utils.decode(rle).astype(bool)
         return out
 
     def __getitem__(self, i: int) -> dict:
@@ -296,7 +430,7 @@ class CocoDataset:
             raise DataError(f"{len(problems)} of {len(self)} images failed:\n" + "\n".join(problems[:20]) + more)
 
     def summary(self) -> str:
-        """One line on what was read and what was clipped or dropped."""
+        """One line on what was read and what was clipped, dropped or skipped."""
         r = self.report
         return (f"{self.ann_file}: {r['images']} images ({r['images_without_boxes']} without boxes), "
                 f"{r['boxes']} boxes in {len(self.class_names)} classes; clipped {r['boxes_clipped']}, "

@@ -13,8 +13,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from boxseg.data.coco import load_json
-from boxseg.data.errors import DataError
+from boxseg.data.coco import CocoDataset, load_json
+from boxseg.data.segmentation import segmentation_problem
 
 METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 IOU_TYPES: tuple[str, ...] = ("segm", "bbox")
@@ -24,36 +24,34 @@ def _quiet(verbose: bool) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
 
 
-def load_gt(gt: str | Path | COCO | dict, verbose: bool = False) -> COCO:
-    """A pycocotools COCO for a JSON path, a COCO dict or an existing COCO object (returned as is).
+def load_gt(gt: str | Path | COCO | dict, verbose: bool = False, *, with_masks: bool = True) -> COCO:
+    """A pycocotools COCO for a JSON path (or dataset folder), a COCO dict, or an existing COCO (returned as is).
 
-    Missing `area` (needed for APs/APm/APl) is filled from the mask, or the box when there is no mask;
-    missing `iscrowd` becomes 0.
+    Paths and dicts go through the dataset reader (`CocoDataset`) first, so a bad file is a `DataError` naming
+    the file, annotation and field instead of a hang or a crash inside pycocotools. `with_masks=False` (box AP
+    only) does not require segmentations. Missing `area` (needed for APs/APm/APl) is filled from the mask, or the
+    box when there is no mask; missing `iscrowd` becomes 0.
     """
     if isinstance(gt, COCO):
         return gt
-    path = None
     if isinstance(gt, (str, Path)):
         path = Path(gt)
         if path.is_dir():
             path = path / "annotations.json"
         data = load_json(path)
+        source: str | Path = path
     else:
         data = copy.deepcopy(gt)
-    where = str(path) if path else "ground truth"
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
-                                             for k in ("images", "annotations", "categories")):
-        raise DataError(f"{where}: expected a COCO object with lists 'images', 'annotations', 'categories'")
-    sizes = {im.get("id"): (im.get("height"), im.get("width")) for im in data["images"] if isinstance(im, dict)}
+        source = "ground truth"
+    # Evaluation opens no image file, so file names are not confined here (the CLI's own reader checks them).
+    CocoDataset.from_data(data, source, with_masks=with_masks, allow_outside_images=True)
+    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
     for a in data["annotations"]:
-        if not isinstance(a, dict) or "image_id" not in a or "bbox" not in a:
-            raise DataError(f"{where}: annotation {a.get('id') if isinstance(a, dict) else a!r}: "
-                            f"needs 'image_id' and 'bbox'")
         a.setdefault("iscrowd", 0)
         if "area" not in a:
             seg = a.get("segmentation")
-            if seg:
-                h, w = sizes.get(a["image_id"], (None, None))
+            if seg and with_masks:  # validated by the reader above
+                h, w = sizes[a["image_id"]]
                 if isinstance(seg, list):  # polygons: their union
                     rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
                 elif isinstance(seg.get("counts"), list):  # uncompressed RLE
@@ -68,6 +66,12 @@ def load_gt(gt: str | Path | COCO | dict, verbose: bool = False) -> COCO:
     with _quiet(verbose):
         coco.createIndex()
     return coco
+
+
+def scored_instances(coco: COCO) -> int:
+    """How many ground-truth instances COCOeval scores: every annotation except crowd regions (those are
+    ignored, matched or not). Degenerate or clipped boxes still count: evaluation uses the file as it is."""
+    return sum(1 for a in coco.dataset["annotations"] if not a.get("iscrowd", 0))
 
 
 def _check_results(coco: COCO, results: Sequence[dict], iou_types: Iterable[str]) -> None:
@@ -85,6 +89,11 @@ def _check_results(coco: COCO, results: Sequence[dict], iou_types: Iterable[str]
                              f"category (known: {sorted(cat_ids)})")
         if "segm" in iou_types and "segmentation" not in r:
             raise ValueError(f"results[{k}]: missing field 'segmentation' (needed for segm AP)")
+        if "segmentation" in r:  # a predicted mask reaches pycocotools too: the same checks as the ground truth
+            img = coco.imgs[r["image_id"]]
+            problem = segmentation_problem(r["segmentation"], img["height"], img["width"])
+            if problem:
+                raise ValueError(f"results[{k}] (image_id {r['image_id']}): field 'segmentation' {problem}")
         if "bbox" in iou_types and "bbox" not in r and "segmentation" not in r:
             raise ValueError(f"results[{k}]: missing field 'bbox' (needed for bbox AP)")
 
@@ -135,7 +144,7 @@ def evaluate(
     for t in iou_types:
         if t not in IOU_TYPES:
             raise ValueError(f"iou type {t!r} not supported; expected some of {IOU_TYPES}")
-    coco = load_gt(gt, verbose)
+    coco = load_gt(gt, verbose, with_masks="segm" in iou_types)
     results = list(results)
     _check_results(coco, results, iou_types)
     out: dict[str, dict] = {}

@@ -66,12 +66,15 @@ def test_eval_baseline_json_and_table(tiny: Path) -> None:
     r = _run("eval", "--data", str(tiny), "--baseline", "ellipse", "--json")
     assert r.exit_code == 0
     out = json.loads(r.stdout)
-    assert set(out) == {"data", "predictor", "segm", "bbox"} and out["predictor"] == "baseline:ellipse"
+    assert set(out) == {"data", "predictor", "segm", "bbox", "instances", "report"}
+    assert out["predictor"] == "baseline:ellipse"
+    assert out["report"]["images"] == 3 and out["instances"] == out["report"]["annotations"] > 0
     assert out["bbox"]["AP"] == pytest.approx(100.0)  # baseline boxes are the GT boxes
     assert 0 < out["segm"]["AP"] < 100
     r = _run("eval", "--data", str(tiny), "--baseline", "box-fill", "--per-category")
     assert r.exit_code == 0
     assert all(m in r.stdout for m in ("AP50", "APs", "segm", "bbox", "per category"))
+    assert "instances scored" in r.stdout and "dataset: 3 images" in r.stdout
 
 
 def test_eval_needs_exactly_one_predictor(tiny: Path) -> None:
