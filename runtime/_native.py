@@ -68,14 +68,15 @@ def load_core() -> ModuleType:
         return core
 
 
-def example_program() -> Path | None:
-    """Path of the C++ example `boxseg_predict_image` installed with the package, or None if not built."""
+def bundled_program(name: str) -> Path | None:
+    """Path of a C++ program installed with the package in boxseg/runtime/bin, or None if not built."""
     spec = importlib.util.find_spec("boxseg.runtime._core")
     if spec is None or spec.origin is None:
         return None
-    exe = (
-        Path(spec.origin).parent
-        / "bin"
-        / ("boxseg_predict_image" + (".exe" if sys.platform == "win32" else ""))
-    )
+    exe = Path(spec.origin).parent / "bin" / (name + (".exe" if sys.platform == "win32" else ""))
     return exe if exe.is_file() else None
+
+
+def example_program() -> Path | None:
+    """Path of the C++ example `boxseg_predict_image` installed with the package, or None if not built."""
+    return bundled_program("boxseg_predict_image")

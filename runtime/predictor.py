@@ -8,6 +8,9 @@
     out["masks"]    bool (n, H, W), or with rle=True a list of COCO RLE dicts {"size": [H, W], "counts": str}
     predictor.last_timings   {"pre_ms", "infer_ms", "post_ms", "total_ms", "end_to_end_ms", ...} (this thread)
 
+A batch gives each image exactly the detections it gets alone: images are grouped by padded input size and
+each group is one graph run (a batch of equal-sized images is one run).
+
 One Predictor may be shared by many threads; the GIL is released while the C++ core runs.
 Environment: BOXSEG_ORT_LIBRARY picks the ONNX Runtime library (default: the installed onnxruntime wheel's);
 BOXSEG_ORT_SPIN=1 turns ONNX Runtime's intra-op spin-waiting back on (off by default: spinning threads starve
@@ -27,6 +30,27 @@ import numpy as np
 from boxseg.runtime._native import load_core
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+# The core's limits (runtime/csrc/predictor.h), checked here first for messages that name the argument.
+MAX_THREADS = 1024
+MAX_RESIZE_SIDE = 16384
+MODEL_SUFFIXES = (".onnx", ".engine", ".plan")
+
+
+def _model_file(model_path: str | Path) -> Path:
+    path = Path(model_path)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in MODEL_SUFFIXES and p.is_file())
+        hint = (f"; it contains {', '.join(str(p) for p in found[:3])}: pass one of those" if found
+                else "; export one with `boxseg export --checkpoint RUN/checkpoints/last.pt --format onnx "
+                     f"--out {path / 'model.onnx'}`")
+        raise IsADirectoryError(f"{path} is a folder; expected an exported model file (.onnx, or .engine with "
+                                f"the TensorRT backend){hint}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: model file not found; expected an exported model such as model.onnx "
+                                f"(`boxseg export ... --out model.onnx`)")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file; expected an exported model file (.onnx)")
+    return path
 
 
 def _as_image(image: Any, index: int) -> np.ndarray:
@@ -42,9 +66,11 @@ def _as_image(image: Any, index: int) -> np.ndarray:
         raise ValueError(f"{where}: expected shape (H, W, 3) RGB, got {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"{where}: zero-size image {image.shape}; expected H, W >= 1")
-    if any(s < 0 for s in image.strides):
-        # The core reads any non-negative strides in place; flipped views are copied.
-        image = np.ascontiguousarray(image)
+    if any(s < 0 for n, s in zip(image.shape, image.strides) if n > 1):
+        # The core reads any non-negative strides in place; flipped views are copied. A copy, not
+        # np.ascontiguousarray: that returns a flipped array with a length-1 axis unchanged (numpy calls it
+        # contiguous), negative stride and all. The core ignores strides of length-1 axes.
+        image = image.copy()
     return image
 
 
@@ -77,18 +103,24 @@ class Predictor:
         mask_threshold: float | None = None,
         model_resize: bool = False,
     ) -> None:
-        path = Path(model_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: model file not found")
+        path = _model_file(model_path)
         if not isinstance(device, str) or not _DEVICE.match(device):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-        for name, value in (("threads", threads), ("min_size", min_size), ("max_size", max_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        for name, value, top, example in (("threads", threads, MAX_THREADS, "4"),
+                                          ("min_size", min_size, MAX_RESIZE_SIDE, "800"),
+                                          ("max_size", max_size, MAX_RESIZE_SIDE, "1333")):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= top:
+                zero = "one per hardware thread" if name == "threads" else "off"
+                raise ValueError(f"{name} must be an integer in 0..{top} (0 = {zero}), got {value!r}; "
+                                 f"e.g. {name}={example}")
         if model_resize and (min_size or max_size):
             raise ValueError("pass either model_resize=True or min_size/max_size, not both")
-        if mask_threshold is not None and not 0.0 <= float(mask_threshold) <= 1.0:
-            raise ValueError(f"mask_threshold must be in [0, 1], got {mask_threshold!r}")
+        for name, value in (("score_threshold", score_threshold), ("mask_threshold", mask_threshold)):
+            if value is None and name == "mask_threshold":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+                    0.0 <= float(value) <= 1.0):  # also false for nan
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}; e.g. {name}=0.3")
         core = load_core()
         self.model_path = path
         self.device = device
@@ -119,7 +151,11 @@ class Predictor:
     def predict_batch(
         self, images: Sequence[np.ndarray] | np.ndarray, *, rle: bool = False
     ) -> list[dict[str, Any]]:
-        """Detections for several images (any sizes) run as one padded batch; one dict per image."""
+        """Detections for several images (any sizes); one dict per image, in order.
+
+        Images that pad to the same input size run as one graph call; others run in separate calls, so every
+        image gets exactly the detections it gets alone (padding it to a larger neighbour's size would change
+        them). `last_timings["runs"]` lists (images, padded H, padded W) per graph call."""
         if isinstance(images, np.ndarray):
             if images.ndim != 4:
                 raise ValueError(
@@ -132,10 +168,11 @@ class Predictor:
             raise ValueError("predict_batch: no images given")
         arrays = [_as_image(im, i) for i, im in enumerate(images)]
         start = time.perf_counter()
-        detections, timings, input_hw = self._core.predict(arrays, bool(rle))
+        detections, timings, runs = self._core.predict(arrays, bool(rle))
         timings["end_to_end_ms"] = (time.perf_counter() - start) * 1e3
         timings["batch"] = len(arrays)
-        timings["input_hw"] = tuple(input_hw)
+        timings["runs"] = [tuple(r) for r in runs]
+        timings["input_hw"] = (max(r[1] for r in runs), max(r[2] for r in runs))  # the largest padded input
         self._local.timings = timings
         return detections
 

@@ -72,11 +72,16 @@ ImageView image_view(const AnyArray& a, size_t index) {
   v.data = static_cast<const uint8_t*>(a.data());
   v.height = static_cast<int64_t>(a.shape(0));
   v.width = static_cast<int64_t>(a.shape(1));
-  v.stride_y = a.stride(0);
-  v.stride_x = a.stride(1);
+  // numpy leaves whatever stride it likes on a length-1 axis (negative after a flip, even on an array it calls
+  // contiguous, so np.ascontiguousarray returns it unchanged): such a stride is never used, so make it 0.
+  v.stride_y = a.shape(0) == 1 ? 0 : a.stride(0);
+  v.stride_x = a.shape(1) == 1 ? 0 : a.stride(1);
   v.stride_c = a.stride(2);
   if (v.stride_y < 0 || v.stride_x < 0 || v.stride_c < 0)
-    throw std::invalid_argument(what + ": negative strides are not supported here; pass np.ascontiguousarray(...)");
+    throw std::invalid_argument(what + ": strides (" + std::to_string(a.stride(0)) + ", " +
+                                std::to_string(a.stride(1)) + ", " + std::to_string(a.stride(2)) +
+                                ") elements include a negative one (a flipped view); expected non-negative strides: "
+                                "pass image.copy(), or use boxseg.runtime.Predictor, which copies such views");
   return v;
 }
 
@@ -147,7 +152,9 @@ nb::tuple predict(const Predictor& p, nb::sequence images, bool rle) {
   }
   nb::list dets;
   for (auto& det : result.images) dets.append(detections_to_dict(det, rle));
-  return nb::make_tuple(dets, timings_dict(result.timings), nb::make_tuple(result.input_height, result.input_width));
+  nb::list runs;  // (images, padded height, padded width) of each graph run
+  for (const auto& r : result.runs) runs.append(nb::make_tuple(r[0], r[1], r[2]));
+  return nb::make_tuple(dets, timings_dict(result.timings), runs);
 }
 
 // Test hook: the C++ pre-processing alone, to compare with runtime/reference.py.
@@ -303,7 +310,8 @@ NB_MODULE(_core, m) {
           "model_path"_a, "device"_a = "cpu", "threads"_a = 0, "min_size"_a = 0, "max_size"_a = 0,
           "score_threshold"_a = 0.f, "mask_threshold"_a = -1.f)
       .def("predict", &predict, "images"_a, "rle"_a = false,
-           "Run a batch; returns (list of detection dicts, timings dict, padded input (H, W))")
+           "Run a batch (one graph run per padded size); returns (list of detection dicts, timings dict, "
+           "list of (images, padded H, padded W) per graph run)")
       .def_prop_ro("info", [](const Predictor& p) { return model_info_dict(p.info()); })
       .def_prop_ro("backend", &Predictor::backend_name)
       .def_prop_ro("mask_threshold", &Predictor::mask_threshold)

@@ -2,6 +2,7 @@
 // resolution. No Python and no libtorch: the nanobind module and the C++ example both use this class.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -14,6 +15,10 @@
 #include "thread_pool.h"
 
 namespace boxseg {
+
+// Limits that keep a bad argument from turning into a giant allocation or thousands of threads.
+constexpr int kMaxThreads = 1024;
+constexpr int64_t kMaxResizeSide = 16384;  // min_size / max_size, and any side of a resized image
 
 struct PredictorConfig {
   std::string model_path;
@@ -50,11 +55,13 @@ struct StageTimings {
   double total_ms = 0.0;
 };
 
+// Images are run in groups of equal padded size, one graph run per group, so that an image's detections do
+// not depend on the other images of the batch (padding it further would change what the network sees, e.g.
+// its normalisation statistics). A batch of same-sized images is still one run.
 struct BatchResult {
-  std::vector<Detections> images;
-  StageTimings timings;
-  int64_t input_height = 0;  // padded batch size given to the graph
-  int64_t input_width = 0;
+  std::vector<Detections> images;   // in input order
+  StageTimings timings;             // summed over the graph runs
+  std::vector<std::array<int64_t, 3>> runs;  // (images, padded height, padded width) of each graph run, in order
 };
 
 class Predictor {
@@ -71,6 +78,10 @@ class Predictor {
   int pool_size() const { return pool_->size(); }
 
  private:
+  // One graph run over images[indices[k]], all of padded size H x W; fills result->images at those indices.
+  void run_group(const std::vector<ImageView>& images, const std::vector<ResizePlan>& plans,
+                 const std::vector<size_t>& indices, int64_t H, int64_t W, bool rle, BatchResult* result) const;
+
   PredictorConfig config_;
   std::unique_ptr<Backend> backend_;
   ModelInfo info_;

@@ -3,6 +3,11 @@
 // Many Python threads may share one Predictor and so call parallel_for at the same time. The caller always
 // works on its own job as well, so a job finishes even when every worker is busy with other callers' jobs:
 // no caller can deadlock waiting for the pool.
+//
+// Exception safety: creating a worker can fail (std::system_error when a container's process or memory limit
+// is reached). The constructor then stops and joins the workers it already started before rethrowing, and the
+// members the workers use (mutex, condition variable, queue) are declared before `workers_`, so they are built
+// before any worker starts and destroyed only after every worker has been joined.
 #pragma once
 
 #include <algorithm>
@@ -19,23 +24,37 @@
 
 namespace boxseg {
 
+#ifdef BOXSEG_THREAD_POOL_TESTING
+// Test programs (runtime/tests/) define BOXSEG_THREAD_POOL_TESTING and set this to make the creation of worker
+// `index` (1-based) throw, as thread creation does when a process or memory limit is reached.
+namespace thread_pool_testing {
+inline std::function<void(int index)> before_worker_start;
+}  // namespace thread_pool_testing
+#endif
+
 class ThreadPool {
  public:
   // `threads` is the total parallelism including the calling thread; <= 0 means one per hardware thread.
   explicit ThreadPool(int threads) {
     if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     size_ = threads;
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    workers_.reserve(static_cast<size_t>(threads - 1));  // no reallocation while workers run
+    try {
+      for (int i = 1; i < threads; ++i) {
+#ifdef BOXSEG_THREAD_POOL_TESTING
+        if (thread_pool_testing::before_worker_start) thread_pool_testing::before_worker_start(i);
+#endif
+        workers_.emplace_back([this] { worker_loop(); });
+      }
+    } catch (...) {
+      // The destructor does not run for a half-built object, and destroying a joinable std::thread calls
+      // std::terminate: stop and join the workers started so far here.
+      stop_and_join();
+      throw;
+    }
   }
 
-  ~ThreadPool() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
+  ~ThreadPool() { stop_and_join(); }
 
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -99,6 +118,17 @@ class ThreadPool {
     }
   }
 
+  void stop_and_join() noexcept {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
   void worker_loop() {
     for (;;) {
       std::shared_ptr<Job> job;
@@ -113,12 +143,13 @@ class ThreadPool {
     }
   }
 
+  // Order matters: members are destroyed in reverse, so everything a worker touches outlives `workers_`.
   int size_ = 1;
-  std::vector<std::thread> workers_;
-  std::deque<std::shared_ptr<Job>> queue_;
   std::mutex mutex_;
   std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
   bool stop_ = false;
+  std::vector<std::thread> workers_;  // last: started only after the members above exist
 };
 
 }  // namespace boxseg

@@ -21,6 +21,12 @@ def reference_predict(model_path, images, min_size=0, max_size=0, score_threshol
     return ref.postprocess(outputs, sizes, resized, 4, mask_threshold, score_threshold)
 
 
+def reference_each(model_path, images, min_size=0, max_size=0):
+    """The reference run on each image alone: what a batch must give (the runtime batches only equal padded
+    sizes, so an image's detections never depend on its neighbours)."""
+    return [reference_predict(model_path, [im], min_size, max_size)[0] for im in images]
+
+
 def assert_detections_match(got: dict, want: dict) -> None:
     assert got["boxes"].dtype == np.float32 and got["boxes"].shape == want["boxes"].shape
     np.testing.assert_allclose(got["boxes"], want["boxes"], atol=1e-4, rtol=0)
@@ -51,13 +57,14 @@ def test_batch_of_different_sizes_with_resize_matches_reference(model_path) -> N
     images[2][:] = 5  # a dark image: the detection that needs a bright input stays invalid
     predictor = Predictor(model_path, threads=2, min_size=96, max_size=160)
     got = predictor.predict_batch(images)
-    want = reference_predict(model_path, images, 96, 160)
+    want = reference_each(model_path, images, 96, 160)
     assert len(got) == 3
     for g, w in zip(got, want):
         assert_detections_match(g, w)
     assert len(got[2]["scores"]) == 5 and len(got[0]["scores"]) == 6
     t = predictor.last_timings
     assert t["batch"] == 3 and t["input_hw"] == (160, 160)
+    assert t["runs"] == [(1, 96, 160), (1, 160, 96), (1, 96, 96)]  # three padded sizes: three graph runs
     for key in ("pre_ms", "infer_ms", "post_ms", "total_ms", "end_to_end_ms"):
         assert t[key] > 0
     assert t["total_ms"] >= t["pre_ms"] + t["infer_ms"] + t["post_ms"] - 1e-6
@@ -129,7 +136,7 @@ def test_model_resize_uses_the_models_rule(tmp_path, model_path) -> None:
     by_model = Predictor(path, threads=1, model_resize=True)
     assert (by_model.min_size, by_model.max_size) == (96, 160)
     got = by_model.predict_batch(images)
-    for g, w in zip(got, reference_predict(path, images, 96, 160)):
+    for g, w in zip(got, reference_each(path, images, 96, 160)):
         assert_detections_match(g, w)
     assert by_model.last_timings["input_hw"] == (160, 160)
     # A model without the keys keeps the original size; explicit sizes and model_resize exclude each other.
