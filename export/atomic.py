@@ -2,18 +2,22 @@
 
 Every artefact is written to a temporary name in the destination folder and renamed into place with
 `os.replace` only after the exporter finished; any exception removes the temporary files, so a failed export
-never leaves a partial file behind (and never clobbers a previous good one).
+never leaves a partial file behind (and never clobbers a previous good one). A kill leaves no time for that: the
+next export to the same path removes the hidden temporary files such a kill left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from boxseg.export.errors import ExportError
+
+from boxseg.tempfiles import remove_stale_temp_files
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
@@ -52,6 +56,8 @@ def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     in order, so a reader never sees a new main file next to an old sidecar for longer than one rename.
     """
     finals = [Path(p) for p in paths]
+    for final in finals:  # leftovers of an export to the same path that was killed before it could clean up
+        remove_stale_temp_files(final.parent, re.escape(final.name))
     temps: list[Path] = []
     try:
         for final in finals:

@@ -151,14 +151,15 @@ def _fsync_dir(folder: Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate a BoxSeg checkpoint; :class:`CheckpointError` names what is wrong."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; expected a checkpoint file such as "
+                              f"{path / 'checkpoints' / 'last.pt'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for foreign files
-        raise CheckpointError(
-            f"checkpoint {path}: not a readable torch checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
-        ) from exc
+        raise CheckpointError(f"checkpoint {path}: {_load_failure(exc)}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         keys = f" (top-level keys: {sorted(map(str, ckpt))[:8]})" if isinstance(ckpt, dict) else ""
@@ -177,6 +178,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt["config"], dict) or "model" not in ckpt["config"]:
         raise CheckpointError(f"checkpoint {path}: field 'config' has no 'model' section")
     return ckpt
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, without torch's advice to retry with
+    weights_only=False: that runs arbitrary code from the file, which a user must not do for a file they
+    cannot vouch for, and a BoxSeg checkpoint never needs it."""
+    import pickle
+    import re
+
+    expected = ("expected a BoxSeg training checkpoint written by `boxseg train` (RUN/checkpoints/last.pt), "
+                "which holds only tensors and plain containers")
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text.lower():
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n|$)", text)
+        detail = found.group(1).strip() if found else "it holds Python objects other than tensors"
+        detail = re.split(r"\s*Please use `torch\.serialization", detail)[0].rstrip(". ")
+        if detail.startswith("Unsupported operand"):  # not a pickle stream at all: random or other bytes
+            return f"not a torch checkpoint (its bytes do not unpickle: {detail}); {expected}"
+        return (f"not a BoxSeg checkpoint: it holds something other than tensors and plain containers "
+                f"({detail}), and boxseg never unpickles arbitrary objects; {expected}")
+    if isinstance(exc, EOFError) or not text:
+        return f"the file is empty or cut short ({type(exc).__name__}); {expected}"
+    first = text.strip().splitlines()[0][:160]
+    return f"not a readable torch checkpoint ({type(exc).__name__}: {first}); {expected}"
 
 
 def model_config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:

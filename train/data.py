@@ -115,6 +115,15 @@ class TrainDataset(Dataset):
     """
 
     def __init__(self, base: Any, cfg: InputConfig, with_masks: bool = False, keep_original: bool = False) -> None:
+        report = getattr(base, "report", None)
+        if isinstance(report, dict) and report.get("boxes") == 0:
+            # Without a single box every loss is 0 and the run "succeeds" having learnt nothing.
+            from boxseg.data.errors import DataError
+
+            summary = base.summary() if hasattr(base, "summary") else str(report)
+            raise DataError(f"the training set has no usable boxes ({summary}); expected at least one "
+                            f"non-crowd annotation with a positive-size 'bbox' inside its image. Add annotations, "
+                            f"or see the counts above for why boxes were dropped")
         self.base = base
         self.cfg = cfg
         self.with_masks = with_masks

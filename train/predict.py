@@ -27,6 +27,20 @@ def list_images(path: str | Path) -> list[Path]:
     raise FileNotFoundError(f"--images {p}: no such file or folder")
 
 
+def check_output_folder(images: str | Path, out_dir: str | Path) -> None:
+    """Refuse an output folder that is, or contains, the input folder: overlays are named ``<image stem>.png``,
+    so writing them where the inputs live would overwrite PNG inputs with their own overlays (and mix the
+    outputs into the dataset). For a single image file, its folder is the input folder."""
+    src = Path(images)
+    src_dir = (src.parent if src.is_file() else src).resolve()
+    out = Path(out_dir).resolve()
+    if out == src_dir or out in src_dir.parents:
+        what = "is" if out == src_dir else "contains"
+        raise ValueError(f"--out {out_dir} {what} the input folder {src_dir}; overlays (<image>.png) and "
+                         f"results.json would be written among the inputs and could overwrite them. Choose an "
+                         f"output folder outside it, e.g. --out {src_dir.parent / (src_dir.name + '-predictions')}")
+
+
 def read_image(path: Path) -> np.ndarray:
     """uint8 (H, W, 3) RGB, EXIF orientation applied (the same rule as the dataset reader)."""
     from PIL import Image, ImageOps
@@ -46,6 +60,7 @@ def predict_folder(checkpoint: str | Path, images: str | Path, out_dir: str | Pa
     from boxseg.train.evaluate import model_from_checkpoint, predict_images
 
     files = list_images(images)  # cheap checks before loading the model
+    check_output_folder(images, out_dir)
     model, cfg, ckpt = model_from_checkpoint(checkpoint, device)
     class_names = list(ckpt["class_names"])
     cat_ids = list(ckpt.get("cat_ids") or range(1, len(class_names) + 1))
@@ -63,6 +78,7 @@ def predict_folder_exported(model_path: str | Path, images: str | Path, out_dir:
     from boxseg.runtime import Predictor
 
     files = list_images(images)  # cheap checks before loading the model
+    check_output_folder(images, out_dir)
     predictor = Predictor(model_path, device=device, threads=threads, model_resize=True, score_threshold=score_thr)
     meta = predictor.metadata
     class_names = list(predictor.class_names)

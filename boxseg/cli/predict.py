@@ -6,7 +6,7 @@ import json
 
 import click
 
-from boxseg.cli import COMMANDS
+from boxseg.cli import COMMANDS, Threshold
 
 
 @click.command("predict", help=COMMANDS["predict"])
@@ -14,10 +14,14 @@ from boxseg.cli import COMMANDS
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
               help="An exported model (.onnx) run by boxseg.runtime.")
 @click.option("--images", required=True, type=click.Path(), help="An image file or a folder of images.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--score-thr", type=float, default=0.3, show_default=True, help="Keep detections at or above this.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder; neither the --images folder nor a folder containing it.")
+@click.option("--score-thr", type=Threshold(0, 1), default=0.3, show_default=True,
+              help="Keep detections at or above this.")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N")
-@click.option("--batch", type=int, default=4, show_default=True, help="Images per forward pass.")
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Images read per step; those of equal padded size run as one forward pass, so results do "
+                   "not depend on the batch.")
 @click.option("--no-overlays", is_flag=True, help="Write results.json only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
 def cli(checkpoint: str | None, model_path: str | None, images: str, out_dir: str, score_thr: float, device: str,

@@ -6,9 +6,13 @@ CUDA); ``--batch`` is the global batch, split evenly over the processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,7 +22,8 @@ EPILOG = """\b
 Extra arguments are config overrides, key=value with a YAML value:
   boxseg train --preset boxinst --data D --out RUN solver.lr=0.02 input.train_scales=[256,320]
 Precedence: preset < --config < the flags above < key=value. Writes RUN/config.yaml (resolved),
-RUN/metrics.jsonl and RUN/checkpoints/last.pt.
+RUN/metrics.jsonl and RUN/checkpoints/last.pt. A RUN that already has a checkpoint needs
+--resume (continue it) or --overwrite (replace it).
 Several processes (gloo on CPU, nccl on CUDA):
   torchrun --nproc_per_node 2 --no-python boxseg train ... (--batch is the global batch)"""
 
@@ -38,22 +43,20 @@ Several processes (gloo on CPU, nccl on CUDA):
 @click.option("--workers", type=int, default=None, help="DataLoader workers (default: 0 on CPU, 2 on CUDA)")
 @click.option("--resume", is_flag=True, help="Continue from RUN/checkpoints/last.pt (config from RUN/config.yaml "
               "when --preset is not given).")
+@click.option("--overwrite", is_flag=True, help="Start a new run in a RUN folder that already has a checkpoint, "
+              "replacing its checkpoints, config.yaml and metrics.jsonl.")
+@click.option("--allow-outside-images", is_flag=True,
+              help="Let image file_names be absolute or climb out of the image folder with '..'.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
 @click.argument("overrides", nargs=-1)
 def cli(preset: str | None, config_path: str | None, data_dir: str | None, val_dir: str | None, out_dir: str,
         iters: int | None, batch: int | None, device: str | None, workers: int | None, resume: bool,
-        as_json: bool, overrides: tuple[str, ...]) -> None:
+        overwrite: bool, allow_outside_images: bool, as_json: bool, overrides: tuple[str, ...]) -> None:
     from boxseg.data.errors import DataError
     from boxseg.train.checkpoint import CheckpointError
-    from boxseg.train.config import (
-        ConfigError,
-        apply_override,
-        config_from_dict,
-        load_config,
-        merge_dict,
-        read_yaml,
-    )
+    from boxseg.train.config import ConfigError
     from boxseg.train.loop import Trainer, TrainingDiverged
+    from boxseg.train.run_dir import RunDirError, prepare_run_dir
 
     flags = {
         "data.train_dir": data_dir, "data.val_dir": val_dir, "runtime.out_dir": out_dir,
@@ -64,21 +67,26 @@ def cli(preset: str | None, config_path: str | None, data_dir: str | None, val_d
     all_overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(overrides)
     check_overrides(overrides)
     try:
-        saved = Path(out_dir) / "config.yaml"
-        if preset is None and resume and saved.is_file():
-            cfg = config_from_dict(read_yaml(saved), source=str(saved))
-            if config_path:
-                cfg = merge_dict(cfg, read_yaml(Path(config_path)), source=config_path)
-            for item in all_overrides:
-                cfg = apply_override(cfg, item)
-        elif preset is None:
-            raise click.UsageError("--preset is required (e.g. --preset boxinst), except with --resume on a run "
-                                   "folder that has config.yaml")
-        else:
-            cfg = load_config(preset, config_path, all_overrides)
-        summary = Trainer(cfg, resume=resume).train()
+        cfg = _resolve_config(preset, config_path, out_dir, resume, all_overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        # After the config is known good, before anything in the folder is written (the trainer rewrites
+        # config.yaml and empties metrics.jsonl as it starts).
+        state = prepare_run_dir(out_dir, resume=resume, overwrite=overwrite)
+    except RunDirError as exc:
+        raise click.UsageError(str(exc)) from exc
+    for p in state.removed_temp_files:
+        click.echo(f"boxseg train: removed {p}, left by an interrupted checkpoint save", err=True)
+    if state.removed_checkpoints:
+        click.echo(f"boxseg train: --overwrite removed {', '.join(map(str, state.removed_checkpoints))}", err=True)
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        with _outside_images(allow_outside_images):
+            summary = trainer.train()
     except (ConfigError, CheckpointError, DataError, TrainingDiverged) as exc:
         raise click.ClickException(str(exc)) from exc
+    summary = {**summary, **_dataset_reports(trainer)}
 
     from boxseg.train.distributed import launched_by_torchrun
 
@@ -90,6 +98,53 @@ def cli(preset: str | None, config_path: str | None, data_dir: str | None, val_d
     _print_summary(summary)
 
 
+def _resolve_config(preset: str | None, config_path: str | None, out_dir: str, resume: bool,
+                    all_overrides: list[str]) -> Any:
+    from boxseg.train.config import apply_override, config_from_dict, load_config, merge_dict, read_yaml
+
+    saved = Path(out_dir) / "config.yaml"
+    if preset is None and resume and saved.is_file():
+        cfg = config_from_dict(read_yaml(saved), source=str(saved))
+        if config_path:
+            cfg = merge_dict(cfg, read_yaml(Path(config_path)), source=config_path)
+        for item in all_overrides:
+            cfg = apply_override(cfg, item)
+        return cfg
+    if preset is None:
+        raise click.UsageError("--preset is required (e.g. --preset boxinst), except with --resume on a run "
+                               "folder that has config.yaml")
+    return load_config(preset, config_path, all_overrides)
+
+
+@contextlib.contextmanager
+def _outside_images(allow: bool) -> Iterator[None]:
+    """--allow-outside-images reaches the trainer's dataset reader (and DataLoader workers) via the environment."""
+    from boxseg.data.coco import ALLOW_OUTSIDE_ENV
+
+    if not allow:
+        yield
+        return
+    before = os.environ.get(ALLOW_OUTSIDE_ENV)
+    os.environ[ALLOW_OUTSIDE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ALLOW_OUTSIDE_ENV, None)
+        else:
+            os.environ[ALLOW_OUTSIDE_ENV] = before
+
+
+def _dataset_reports(trainer: Any) -> dict[str, Any]:
+    """The readers' reports (boxes used, clipped, dropped; images without boxes) for the summary and --json."""
+    out: dict[str, Any] = {}
+    for key, attr in (("dataset", "train_set"), ("val_dataset", "val_set")):
+        ds = getattr(trainer, attr, None)
+        if ds is not None and isinstance(getattr(ds, "report", None), dict):
+            out[key] = {"path": str(ds.ann_file), **ds.report}
+    return out
+
+
 def _rank() -> int:
     import os
 
@@ -97,6 +152,8 @@ def _rank() -> int:
 
 
 def _print_summary(s: dict) -> None:
+    from boxseg.data.coco import format_report
+
     out = sys.stdout
     print(f"trained iterations {s['start_iteration']} -> {s['iterations']}", file=out)
     print(f"  checkpoint: {s['checkpoint']}", file=out)
@@ -105,7 +162,12 @@ def _print_summary(s: dict) -> None:
     if s["final_losses"]:
         terms = ", ".join(f"{k} {v:.4f}" for k, v in s["final_losses"].items())
         print(f"  final losses: {terms}", file=out)
+    for key, title in (("dataset", "train data"), ("val_dataset", "val data")):
+        r = s.get(key)
+        if r:
+            print(f"  {title}: {format_report(r)}", file=out)
     if s.get("eval"):
         e = s["eval"]
         print(f"  eval: segm AP {e['segm']['AP']:.2f} (AP50 {e['segm']['AP50']:.2f}), "
               f"bbox AP {e['bbox']['AP']:.2f}", file=out)
+
