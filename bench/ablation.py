@@ -1,14 +1,19 @@
-"""`boxseg bench ablation`: train presets over seeds on the synthetic bench split; mean ± std of mask AP.
+"""`boxseg bench ablation`: train presets over seeds on the synthetic bench split; mean ± std of mask AP, the
+paired per-seed difference to a reference preset (BoxInst) with its 95% confidence interval, and telemetry curves.
 
-For every (preset, seed): train with the preset's config (seed = ``runtime.seed``; ``--iters`` shortens the
-schedule, scaling its steps and warm-ups by the same factor), evaluate the student on the val split, and write
-``OUT/runs/<preset>/seed<k>/result.json``. A run whose result file exists is not trained again, and an interrupted
-run resumes from its last checkpoint, so the whole command is resumable. The box-fill and ellipse baselines are
-evaluated on the same val split and listed beside the presets.
+The default is the converged CPU protocol (docs/method.md "CPU protocol"): the ``synthetic_cpu`` overlay (800
+iterations at batch 4, evaluation every 200) on the bench split generated at 192 x 192. For every (preset, seed):
+train with the preset's config (seed = ``runtime.seed``; ``--iters`` shortens the schedule, scaling its steps and
+warm-ups by the same factor) with periodic evaluation of the student (and the EMA teacher) on the val split, and
+write ``OUT/runs/<preset>/seed<k>/result.json`` (final AP, the evaluation curve, the telemetry). A run counts as
+converged when its last two evaluations differ by < 1 mask AP. A run whose result file exists is not trained
+again, and an interrupted run resumes from its last checkpoint, so the whole command is resumable. The box-fill and
+ellipse baselines are evaluated on the same val split and listed beside the presets.
 
 Reports (via :func:`boxseg.bench.report.write_report`): ``ablation.{json,csv,md,png}`` (one row per preset:
-mean ± sample std over seeds of segm AP, AP50, AP75, APs, APm, APl, plus box AP) and ``ablation_runs.*`` (one row
-per run).
+mean ± sample std over seeds of segm AP, AP50, AP75, APs, APm, APl and box AP, the paired difference to the
+reference preset, converged runs), ``ablation_runs.*`` (one row per run) and ``ablation_telemetry.*`` (pseudo-mask
+validity, their IoU with the GT masks and quality over iterations, mean over seeds, for the teacher-student presets).
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ import click
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 DEFAULT_PRESETS = "boxinst,boxteacher,boxseg,condinst"
+DEFAULT_SIZE = 192  # the protocol's image size (the synthetic_cpu overlay's input sizes match it)
+REFERENCE = "boxinst"  # paired differences are taken against this preset when it is in the run
+CONVERGED_AP = 1.0  # |AP(last eval) - AP(the one before)| below this: the run has converged
+TELEMETRY_KEYS = ("pseudo_valid_frac", "pseudo_iou", "w_mean", "teacher_score_p50", "bank_size", "pastes_per_image")
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard table values; scipy, which would
+# compute them, is not a dependency of the package). Above 30 the normal quantile 1.96 is within 2%.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 KEYS = ["preset"]
 PLOT = {"kind": "bar", "x": "preset", "y": ["AP_mean", "AP50_mean", "AP75_mean"],
         "title": "mask AP on the synthetic bench split (mean over seeds)", "ylabel": "mask AP (%)"}
@@ -42,6 +55,29 @@ def pm(mean: float | None, std: float | None) -> str:
     return "-" if mean is None else f"{mean:.1f} ± {std or 0.0:.1f}"
 
 
+def paired_difference(values: dict[int, float], reference: dict[int, float]) -> dict[str, Any]:
+    """Mean of the per-seed differences values[s] - reference[s] over the seeds both have, with the 95% t interval.
+    -> {"n", "mean", "lo", "hi"} (lo/hi None for fewer than two pairs)."""
+    diffs = [values[s] - reference[s] for s in sorted(values) if s in reference
+             and values[s] is not None and reference[s] is not None]
+    if not diffs:
+        return {"n": 0, "mean": None, "lo": None, "hi": None}
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return {"n": 1, "mean": mean, "lo": None, "hi": None}
+    df = len(diffs) - 1
+    half = (T975[df - 1] if df <= len(T975) else 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return {"n": len(diffs), "mean": mean, "lo": mean - half, "hi": mean + half}
+
+
+def format_difference(d: dict[str, Any]) -> str:
+    if d["mean"] is None:
+        return "-"
+    if d["lo"] is None:
+        return f"{d['mean']:+.1f}"
+    return f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"
+
+
 def aggregate(preset: str, results: list[dict[str, Any]], kind: str = "trained") -> dict[str, Any]:
     """One flat row: ``<metric>`` as "mean ± std" text (Markdown) and ``<metric>_mean``/``_std`` numbers."""
     row: dict[str, Any] = {"preset": preset, "kind": kind, "runs": len(results)}
@@ -51,25 +87,51 @@ def aggregate(preset: str, results: list[dict[str, Any]], kind: str = "trained")
         row[f"{m}_mean"], row[f"{m}_std"] = mean, std
     mean, std = mean_std([r["bbox"].get("AP") for r in results])
     row["box_AP"], row["box_AP_mean"], row["box_AP_std"] = pm(mean, std), mean, std
+    if kind == "trained":
+        flags = [r.get("converged") for r in results]
+        known = [f for f in flags if f is not None]
+        row["converged"] = f"{sum(known)}/{len(results)}" if known else "-"
+        teacher = [r["teacher_AP"] for r in results if r.get("teacher_AP") is not None]
+        if teacher:
+            mean, std = mean_std(teacher)
+            row["teacher_AP"], row["teacher_AP_mean"] = pm(mean, std), mean
     return row
 
 
-def ensure_data(data: Path | None, out: Path, split: str, log: Any) -> Path:
-    """``--data`` as given, or the bench split generated once under ``OUT/data_<split>`` (reused afterwards)."""
+def add_paired_differences(rows: list[dict[str, Any]], per_preset: dict[str, list[dict[str, Any]]],
+                           reference: str = REFERENCE) -> None:
+    """Add ``diff`` ("+1.2 [-0.3, +2.7]") and ``diff_mean/_lo/_hi`` (mask AP minus the reference preset's, paired
+    by seed) to each trained row, when the reference preset was run."""
+    if reference not in per_preset:
+        return
+    ref = {r["seed"]: r["segm"].get("AP") for r in per_preset[reference]}
+    for row in rows:
+        if row.get("kind") != "trained" or row["preset"] not in per_preset:
+            continue
+        if row["preset"] == reference:
+            row["diff"] = "(reference)"
+            continue
+        d = paired_difference({r["seed"]: r["segm"].get("AP") for r in per_preset[row["preset"]]}, ref)
+        row["diff"] = format_difference(d)
+        row["diff_mean"], row["diff_lo"], row["diff_hi"], row["diff_pairs"] = d["mean"], d["lo"], d["hi"], d["n"]
+
+
+def ensure_data(data: Path | None, out: Path, split: str, log: Any, size: int = DEFAULT_SIZE) -> Path:
+    """``--data`` as given, or the bench split generated once under ``OUT/data_<split>_<size>`` (reused)."""
     if data is not None:
         for sub in ("train", "val"):
             if not (data / sub / "annotations.json").is_file():
                 raise click.UsageError(f"--data {data}: expected {data / sub / 'annotations.json'} (a bench split "
                                        "as written by `boxseg data synth --preset bench`)")
         return data
-    root = out / f"data_{split}"
+    root = out / f"data_{split}_{size}"
     if all((root / sub / "annotations.json").is_file() for sub in ("train", "val")):
         log(f"bench ablation: reusing the {split} bench split in {root}")
         return root
     from boxseg.data.synth import generate_bench
 
-    log(f"bench ablation: writing the {split} bench split to {root}")
-    generate_bench(root, split=split)
+    log(f"bench ablation: writing the {split} bench split ({size} x {size}) to {root}")
+    generate_bench(root, split=split, size=(size, size))
     return root
 
 
@@ -88,11 +150,15 @@ def run_config(preset: str, config: str | None, seed: int, data: Path, run_dir: 
     from boxseg.train.schedule import scale_schedule
 
     cfg = load_config(preset, config, overrides=[
-        f"data.train_dir={json.dumps(str(data / 'train'))}", f"runtime.out_dir={json.dumps(str(run_dir))}",
-        f"runtime.seed={seed}", f"runtime.device={device}", f"runtime.threads={threads}", "runtime.eval_every=0",
+        f"data.train_dir={json.dumps(str(data / 'train'))}", f"data.val_dir={json.dumps(str(data / 'val'))}",
+        f"runtime.out_dir={json.dumps(str(run_dir))}", f"runtime.seed={seed}", f"runtime.device={device}",
+        f"runtime.threads={threads}", "runtime.progress=false",
     ])
     if iters is not None:
         cfg = scale_schedule(cfg, iters)
+        cfg.runtime.eval_every = max(1, iters // 4)
+    elif cfg.runtime.eval_every <= 0:
+        cfg.runtime.eval_every = max(1, cfg.solver.max_iter // 4)
     for item in overrides:
         cfg = apply_override(cfg, item)
     return cfg
@@ -132,14 +198,63 @@ def train_and_evaluate(preset: str, config: str | None, seed: int, data: Path, o
     t0 = time.perf_counter()
     summary = Trainer(cfg, resume=True).train()
     train_s = time.perf_counter() - t0
-    metrics = evaluate_checkpoint(summary["checkpoint"], data / "val", device=device)
+    evals, telemetry = read_metrics(run_dir / "metrics.jsonl")
+    final = evals[-1] if evals and evals[-1]["iteration"] == cfg.solver.max_iter else None
+    if final is None:  # e.g. resumed a finished run without its evaluation line
+        metrics = evaluate_checkpoint(summary["checkpoint"], data / "val", device=device)
+        segm, bbox, teacher_ap = metrics["segm"], metrics["bbox"], None
+    else:
+        segm, bbox, teacher_ap = final["segm"], final["bbox"], final.get("teacher_AP")
+    aps = [e["segm"]["AP"] for e in evals]
     result = {"preset": preset, "seed": seed, "iterations": cfg.solver.max_iter, "train_seconds": train_s,
-              "config_fingerprint": fingerprint,
-              "checkpoint": summary["checkpoint"], "segm": metrics["segm"], "bbox": metrics["bbox"]}
+              "config_fingerprint": fingerprint, "checkpoint": summary["checkpoint"], "segm": segm, "bbox": bbox,
+              "teacher_AP": teacher_ap,
+              "converged": abs(aps[-1] - aps[-2]) < CONVERGED_AP if len(aps) >= 2 else None,
+              "evals": [{"iteration": e["iteration"], "AP": e["segm"]["AP"], "box_AP": e["bbox"]["AP"],
+                         "teacher_AP": e.get("teacher_AP")} for e in evals],
+              "telemetry": telemetry}
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
-    log(f"  mask AP {metrics['segm']['AP']:.2f}, box AP {metrics['bbox']['AP']:.2f}")
+    log(f"  mask AP {segm['AP']:.2f}, box AP {bbox['AP']:.2f}"
+        + (f", teacher mask AP {teacher_ap:.2f}" if teacher_ap is not None else "")
+        + (f", converged: {result['converged']}" if result["converged"] is not None else ""))
     return result
+
+
+def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(evaluations, telemetry records) of a run's metrics.jsonl, in iteration order."""
+    evals, telemetry = [], []
+    if not path.is_file():
+        return evals, telemetry
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if "eval" in rec:
+            ev = rec["eval"]
+            teacher = ev.get("teacher")
+            evals.append({"iteration": rec["iteration"], "segm": ev["segm"], "bbox": ev["bbox"],
+                          "teacher_AP": teacher["segm"]["AP"] if teacher else None})
+        elif rec.get("telemetry"):
+            telemetry.append({"iteration": rec["iteration"], **{k: rec["telemetry"].get(k) for k in TELEMETRY_KEYS}})
+    return evals, telemetry
+
+
+def telemetry_rows(per_preset: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Mean over seeds of each telemetry value, per (preset, iteration), for the presets that log telemetry."""
+    rows = []
+    for preset, results in per_preset.items():
+        by_iter: dict[int, list[dict[str, Any]]] = {}
+        for r in results:
+            for rec in r.get("telemetry") or []:
+                by_iter.setdefault(rec["iteration"], []).append(rec)
+        for it in sorted(by_iter):
+            row: dict[str, Any] = {"preset": preset, "iteration": it}
+            for key in TELEMETRY_KEYS:
+                row[key] = mean_std([rec.get(key) for rec in by_iter[it]])[0]
+            rows.append(row)
+    return rows
 
 
 def baseline_metrics(data: Path) -> dict[str, dict[str, Any]]:
@@ -151,8 +266,9 @@ def baseline_metrics(data: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_ablation(presets: list[str], config: str | None, seeds: int, iters: int | None, data: Path, out: Path,
-                 device: str, threads: int, overrides: list[str], log: Any = None) -> tuple[list[dict], list[dict]]:
-    """(rows per preset and baseline, rows per run)."""
+                 device: str, threads: int, overrides: list[str], log: Any = None
+                 ) -> tuple[list[dict], list[dict], list[dict]]:
+    """(rows per preset and baseline, rows per run, telemetry rows per preset and iteration)."""
     say = log or (lambda msg: click.echo(msg, err=True))
     per_preset: dict[str, list[dict[str, Any]]] = {}
     for preset in presets:
@@ -160,11 +276,40 @@ def run_ablation(presets: list[str], config: str | None, seeds: int, iters: int 
             per_preset.setdefault(preset, []).append(
                 train_and_evaluate(preset, config, seed, data, out, iters, device, threads, overrides, say))
     rows = [aggregate(p, res) for p, res in per_preset.items()]
+    add_paired_differences(rows, per_preset)
     rows += [aggregate(f"{kind} baseline", [m], kind="baseline") for kind, m in baseline_metrics(data).items()]
     runs = [{"preset": r["preset"], "seed": r["seed"], "iterations": r["iterations"],
              "train_seconds": r.get("train_seconds"), **{m: r["segm"].get(m) for m in METRICS},
-             "box_AP": r["bbox"].get("AP")} for res in per_preset.values() for r in res]
-    return rows, runs
+             "box_AP": r["bbox"].get("AP"), "teacher_AP": r.get("teacher_AP"), "converged": r.get("converged"),
+             "AP_curve": " ".join(f"{e['AP']:.1f}" for e in r.get("evals") or [])}
+            for res in per_preset.values() for r in res]
+    return rows, runs, telemetry_rows(per_preset)
+
+
+TELEMETRY_PLOT = [
+    {"kind": "line", "x": "iteration", "y": "pseudo_valid_frac", "group": "preset",
+     "title": "GT boxes with a valid pseudo mask", "ylabel": "fraction", "xlabel": "iteration"},
+    {"kind": "line", "x": "iteration", "y": "pseudo_iou", "group": "preset",
+     "title": "pseudo-mask IoU with the GT masks", "ylabel": "mean IoU", "xlabel": "iteration"},
+    {"kind": "line", "x": "iteration", "y": "w_mean", "group": "preset",
+     "title": "mean quality w of valid pseudo masks", "ylabel": "w", "xlabel": "iteration"},
+]
+
+
+def protocol(preset: str, overlay: str | None, iters: int | None, overrides: list[str]) -> dict[str, Any]:
+    """The training protocol every run shares (from the first preset's resolved config), for the report."""
+    from boxseg.train.config import load_config
+    from boxseg.train.schedule import scale_schedule
+
+    cfg = load_config(preset, overlay, overrides)
+    if iters is not None:
+        cfg = scale_schedule(cfg, iters)
+    return {"max_iter": cfg.solver.max_iter, "ims_per_batch": cfg.solver.ims_per_batch, "lr": cfg.solver.lr,
+            "steps": list(cfg.solver.steps), "eval_every": max(1, iters // 4) if iters else cfg.runtime.eval_every,
+            "train_scales": list(cfg.input.train_scales), "test_size": cfg.input.test_size,
+            "backbone": cfg.model.backbone, "fpn_channels": cfg.model.fpn_channels,
+            "student_color_jitter_p": cfg.student.color_jitter.p, "ema_momentum": cfg.teacher.ema_momentum,
+            "ema_warmup": cfg.teacher.ema_warmup}
 
 
 def parse_presets(text: str) -> list[str]:
@@ -206,6 +351,9 @@ def check_config(presets: list[str], overlay: str | None, overrides: list[str]) 
               help="Training iterations per run (the preset's schedule scaled to it) [default: the preset's].")
 @click.option("--split", type=click.Choice(["easy", "hard"]), default="easy", show_default=True,
               help="Which bench split to generate (ignored with --data).")
+@click.option("--size", default=DEFAULT_SIZE, show_default=True, type=click.IntRange(min=32),
+              help="Image size of the generated bench split (ignored with --data); the overlay's input sizes "
+                   "should match it.")
 @click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="An existing bench split (DIR/train, DIR/val) instead of generating one.")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N")
@@ -215,7 +363,7 @@ def check_config(presets: list[str], overlay: str | None, overrides: list[str]) 
 @click.option("--out", "out_dir", default="runs/bench/ablation", show_default=True,
               type=click.Path(file_okay=False), help="Folder for runs, the cached split and the reports.")
 @click.argument("overrides", nargs=-1)
-def cli(presets_text: str, config: str, seeds: int, iters: int | None, split: str, data_dir: str | None,
+def cli(presets_text: str, config: str, seeds: int, iters: int | None, split: str, size: int, data_dir: str | None,
         device: str, threads: int, as_json: bool, out_dir: str, overrides: tuple[str, ...]) -> None:
     """Extra arguments are training-config overrides (key=value) applied to every run."""
     from boxseg.bench.report import write_report
@@ -225,18 +373,24 @@ def cli(presets_text: str, config: str, seeds: int, iters: int | None, split: st
     check_config(presets, overlay, list(overrides))
     out = Path(out_dir)
     say = (lambda msg: click.echo(msg, err=True))
-    data = ensure_data(Path(data_dir) if data_dir else None, out, split, say)
-    rows, runs = run_ablation(presets, overlay, seeds, iters, data, out, device, threads, list(overrides), say)
+    data = ensure_data(Path(data_dir) if data_dir else None, out, split, say, size)
+    rows, runs, tele = run_ablation(presets, overlay, seeds, iters, data, out, device, threads, list(overrides), say)
     meta = {"presets": presets, "config": overlay, "seeds": seeds, "iters": iters,
-            "split": data_split(data) if data_dir else split,
+            "split": data_split(data) if data_dir else split, "size": None if data_dir else size,
             "data": str(data), "device": device, "threads": threads, "overrides": list(overrides), "keys": KEYS,
-            "metric": "COCO mask AP (%) on the val split; mean ± sample std over seeds"}
-    columns = ["preset", "runs", *METRICS, "box_AP"]
-    headers = {"preset": "Preset", "runs": "Runs", "box_AP": "box AP"}
+            "protocol": protocol(presets[0], overlay, iters, overrides),
+            "metric": "COCO mask AP (%) on the val split; mean ± sample std over seeds; diff: mean of the per-seed "
+                      f"differences to {REFERENCE} with its 95% t interval; converged: runs whose last two "
+                      f"evaluations differ by < {CONVERGED_AP:g} AP"}
+    columns = ["preset", "runs", *METRICS, "box_AP", "diff", "teacher_AP", "converged"]
+    headers = {"preset": "Preset", "runs": "Runs", "box_AP": "box AP", "diff": f"Δ AP vs {REFERENCE} [95% CI]",
+               "teacher_AP": "teacher AP"}
     table = write_report("ablation", rows, out, meta, PLOT, summary={"runs": runs}, columns=columns,
                          headers=headers)
     write_report("ablation_runs", runs, out, meta, {"kind": "bar", "x": ["preset", "seed"], "y": "AP",
                                                       "title": "mask AP per run", "ylabel": "mask AP (%)"})
+    if tele:
+        write_report("ablation_telemetry", tele, out, {**meta, "keys": ["preset", "iteration"]}, TELEMETRY_PLOT)
     if as_json:
         click.echo(json.dumps(json.loads((out / "ablation.json").read_text()), allow_nan=False))
         return

@@ -94,6 +94,9 @@ class RuntimeConfig:
     eval_score_thr: float = 0.05
     # torch intra-op CPU threads; 0 keeps torch's default. 1 is much faster for small models on a busy machine.
     threads: int = 0
+    # Teacher-student runs on data with GT masks (the synthetic data) log the pseudo masks' IoU with them. A
+    # diagnostic only: the masks are dropped from the batch before any loss.
+    telemetry_gt_masks: bool = True
 
 
 @dataclass

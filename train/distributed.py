@@ -31,6 +31,11 @@ class DistInfo:
         return self.world_size > 1
 
 
+def rank() -> int:
+    """This process's rank (0 outside torchrun)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 

@@ -95,10 +95,9 @@ def _batches(n: int, size: int) -> Iterable[range]:
         yield range(start, min(n, start + size))
 
 
-def evaluate_model(model: nn.Module, dataset: Any, device: torch.device | str = "cpu", batch_size: int = 4,
-                   score_thr: float = 0.05, input_cfg: InputConfig | None = None) -> dict[str, Any]:
-    """Segm and bbox AP of ``model`` on a ``CocoDataset`` (``{"segm": {...}, "bbox": {...}}``, percent)."""
-    from boxseg.eval.coco_eval import evaluate
+def predict_dataset(model: nn.Module, dataset: Any, device: torch.device | str = "cpu", batch_size: int = 4,
+                    score_thr: float = 0.05, input_cfg: InputConfig | None = None) -> list[dict]:
+    """COCO results (RLE masks) of ``model`` on every image of a ``CocoDataset``."""
     from boxseg.eval.results import instances_to_coco
 
     input_cfg = input_cfg or InputConfig()
@@ -109,7 +108,15 @@ def evaluate_model(model: nn.Module, dataset: Any, device: torch.device | str = 
         for i, p in zip(idx, preds):
             results.extend(instances_to_coco(dataset.image_ids[i], p["boxes"], p["scores"], p["classes"],
                                              p["masks"], dataset.cat_ids))
-    return evaluate(dataset.ann_file, results)
+    return results
+
+
+def evaluate_model(model: nn.Module, dataset: Any, device: torch.device | str = "cpu", batch_size: int = 4,
+                   score_thr: float = 0.05, input_cfg: InputConfig | None = None) -> dict[str, Any]:
+    """Segm and bbox AP of ``model`` on a ``CocoDataset`` (``{"segm": {...}, "bbox": {...}}``, percent)."""
+    from boxseg.eval.coco_eval import evaluate
+
+    return evaluate(dataset.ann_file, predict_dataset(model, dataset, device, batch_size, score_thr, input_cfg))
 
 
 def model_from_checkpoint(checkpoint: str | Path, device: torch.device | str = "cpu"

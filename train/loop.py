@@ -39,6 +39,8 @@ from boxseg.train.checkpoint import (
 from boxseg.train.config import ConfigError, TrainConfig, config_to_dict, reads_gt_masks, save_config
 from boxseg.train.data import TrainDataset, batch_to_device, build_train_loader, default_workers
 from boxseg.train.solver import build_optimizer, build_scheduler, validate_solver
+from boxseg.train.telemetry import BAR as TELEMETRY_BAR
+from boxseg.train.telemetry import window_mean
 from torch import nn
 
 
@@ -55,21 +57,42 @@ class TrainingDiverged(RuntimeError):
 
 
 class Method:
-    """Plain supervised training: student forward + criterion. Base class of teacher-student methods."""
+    """Plain supervised training: student forward + criterion. Base class of teacher-student methods.
+
+    The student's photometric augmentation (``cfg.student``) applies here too, so that every preset of a
+    comparison (BoxInst and CondInst included) sees the same student input; the pairwise colour term reads the
+    pixels before it (``color_images``), as in the teacher-student method.
+    """
 
     # True: batches carry ``orig_images`` (uint8, un-augmented) for methods that make another view (teacher).
     needs_original_images: bool = False
+    # True: the method measures its pseudo masks against the dataset's GT masks when it has them (telemetry only).
+    uses_gt_mask_telemetry: bool = False
 
     def __init__(self, cfg: TrainConfig, student: nn.Module, criterion: Callable[..., dict[str, torch.Tensor]]):
+        from boxseg.train.photometric import StudentPhotometric
+
         self.cfg = cfg
         self.student = student
         self.criterion = criterion
         self.teacher: nn.Module | None = None
         # The callable used for the student's forward pass; the Trainer swaps in the DDP wrapper under torchrun.
         self.forward_student: Callable[[torch.Tensor], Any] = student
+        self.photometric = StudentPhotometric(cfg.student)
 
     def prepare_batch(self, batch: dict[str, Any], iteration: int) -> dict[str, Any]:
-        return batch
+        aug = self.cfg.student
+        if max(aug.color_jitter.p, aug.grayscale.p, aug.gaussian_blur.p) <= 0:
+            return batch
+        gen = torch.Generator().manual_seed(_mix_seed(self.cfg.runtime.seed, iteration, D.rank(), 0xC0105))
+        out = dict(batch)
+        out["color_images"] = batch["images"]
+        out["images"] = self.photometric.apply_batch(batch["images"], batch["image_sizes"], gen)
+        return out
+
+    def telemetry(self) -> dict[str, float]:
+        """Per-iteration statistics of what the method did (pseudo labels, bank, pastes); none for plain training."""
+        return {}
 
     def compute_losses(self, batch: dict[str, Any], iteration: int) -> dict[str, torch.Tensor]:
         dense = self.forward_student(batch["images"])
@@ -113,6 +136,16 @@ def build_method(cfg: TrainConfig, student: nn.Module, criterion: Any) -> Method
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _mix_seed(*values: int) -> int:
+    return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0])
+
+
+def has_gt_masks(dataset: Any) -> bool:
+    """True when every annotation of a CocoDataset carries a segmentation (the synthetic data does)."""
+    anns = getattr(dataset, "_anns", None)
+    return bool(anns) and all(a.get("segmentation") is not None for per_image in anns for a in per_image)
 
 
 def seed_everything(seed: int) -> None:
@@ -209,6 +242,8 @@ class Trainer:
         self.history: list[dict[str, float]] = []  # per-iteration loss terms of this process (tests, summary)
         self.last_checkpoint: Path | None = None
         self.last_eval: dict[str, Any] | None = None
+        self.last_telemetry: dict[str, float] = {}
+        self.telemetry_summary: dict[str, float | None] | None = None  # the last log window's telemetry
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -233,6 +268,10 @@ class Trainer:
         factory = self.method_factory or (lambda c, m, crit: build_method(c, m, crit))
         self.method = factory(cfg, self.model, self.criterion)
         self.method.forward_student = D.wrap_model(self.model, self.dist, self.device)
+        # GT masks only for the method's telemetry (pseudo-mask IoU); the method drops them before any loss.
+        load_masks = reads_gt_masks(cfg) or (self.method.uses_gt_mask_telemetry and cfg.runtime.telemetry_gt_masks
+                                             and has_gt_masks(self.train_set))
+        self.train_set.with_masks = load_masks
 
         self.optimizer = build_optimizer(self.model, cfg.solver)
         self.scheduler = build_scheduler(self.optimizer, cfg.solver)
@@ -255,7 +294,7 @@ class Trainer:
                                          self.start_iter if self.start_iter > 0 else None)
 
         workers = cfg.data.workers if cfg.data.workers >= 0 else default_workers(self.device.type)
-        dataset = TrainDataset(self.train_set, cfg.input, with_masks=reads_gt_masks(cfg),
+        dataset = TrainDataset(self.train_set, cfg.input, with_masks=load_masks,
                                keep_original=self.method.needs_original_images)
         self.loader = build_train_loader(
             dataset, cfg.solver.ims_per_batch, cfg.runtime.seed, self.start_iter,
@@ -322,6 +361,7 @@ class Trainer:
         self.scheduler.step()
         self.method.after_step(iteration)
         values["total"] = float(sum(terms))
+        self.last_telemetry = self.method.telemetry()
         return values
 
     def _save(self, iteration: int, name: str = "last.pt") -> Path:
@@ -336,21 +376,28 @@ class Trainer:
         return path
 
     def _evaluate(self) -> dict[str, Any] | None:
+        """Mask and box AP of the evaluated model (the student); with an EMA teacher, the teacher's under
+        ``teacher`` beside it, so a log shows whether the teacher is ahead of the student it labels for."""
         if self.val_set is None:
             return None
+        result = self._evaluate_model(self.method.model_for_eval)
+        teacher = self.method.teacher
+        if teacher is not None and teacher is not self.method.model_for_eval:
+            result = {**result, "teacher": self._evaluate_model(teacher)}
+        self.last_eval = result
+        return result
+
+    def _evaluate_model(self, model: nn.Module) -> dict[str, Any]:
         from boxseg.train.evaluate import evaluate_model
 
-        model = self.method.model_for_eval
         was_training = model.training
         try:
-            result = evaluate_model(
+            return evaluate_model(
                 model, self.val_set, self.device, self.cfg.runtime.eval_batch_size, self.cfg.runtime.eval_score_thr,
                 input_cfg=self.cfg.input,
             )
         finally:
             model.train(was_training)
-        self.last_eval = result
-        return result
 
     # ------------------------------------------------------------------ main loop
     def train(self) -> dict[str, Any]:
@@ -374,24 +421,34 @@ class Trainer:
             bar = tqdm(total=max_iter, initial=self.start_iter, file=sys.stderr, desc="train", unit="it",
                        dynamic_ncols=True, mininterval=0.5)
         window: list[dict[str, float]] = []
+        tele_window: list[dict[str, float]] = []
         t_window = time.perf_counter()
         for it in range(self.start_iter, max_iter):
             lr = self.optimizer.param_groups[0]["lr"]
             values = self._step(it)
             self.history.append(values)
             window.append(values)
+            if self.last_telemetry:
+                tele_window.append(self.last_telemetry)
             done = it + 1
             if bar is not None:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"lr": f"{lr:.2e}"}, refresh=False)
+                tele = {short: f"{self.last_telemetry[k]:.2f}" for k, short in TELEMETRY_BAR.items()
+                        if k in self.last_telemetry and math.isfinite(self.last_telemetry[k])}
+                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | tele | {"lr": f"{lr:.2e}"},
+                                refresh=False)
                 bar.update(1)
             if done % max(rt.log_every, 1) == 0 or done == max_iter:
                 means = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
                 means = D.all_reduce_mean(means, self.dist, self.device)
+                record = {"iteration": done, "lr": lr, **means, "time_per_iter": (time.perf_counter() - t_window)
+                          / len(window)}
+                if tele_window:
+                    # Rank 0's view (per-process bank and pastes); telemetry is for reading, not for averaging.
+                    self.telemetry_summary = window_mean(tele_window)
+                    record["telemetry"] = self.telemetry_summary
                 if main:
-                    elapsed = time.perf_counter() - t_window
-                    self.metrics.write({"iteration": done, "lr": lr, **means,
-                                        "time_per_iter": elapsed / len(window)})
-                window, t_window = [], time.perf_counter()
+                    self.metrics.write(record)
+                window, tele_window, t_window = [], [], time.perf_counter()
             is_last = done == max_iter
             if main and (is_last or (rt.checkpoint_every > 0 and done % rt.checkpoint_every == 0)):
                 self._save(done)
@@ -401,8 +458,11 @@ class Trainer:
                     if result is not None:
                         self.metrics.write({"iteration": done, "eval": result})
                         if bar is not None:
+                            teacher = result.get("teacher")
+                            extra = (f" (teacher: segm AP {teacher['segm']['AP']:.2f}, bbox AP "
+                                     f"{teacher['bbox']['AP']:.2f})" if teacher else "")
                             bar.write(f"iteration {done}: segm AP {result['segm']['AP']:.2f}, "
-                                      f"bbox AP {result['bbox']['AP']:.2f}")
+                                      f"bbox AP {result['bbox']['AP']:.2f}{extra}")
                 D.barrier(self.dist)
         if bar is not None:
             bar.close()
@@ -417,6 +477,7 @@ class Trainer:
             "start_iteration": self.start_iter,
             "iterations": max_iter,
             "final_losses": self.history[-1] if self.history else {},
+            "telemetry": self.telemetry_summary,
             "eval": self.last_eval,
         }
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed as D
 from .copy_paste import MemoryBank, PeerCopyPaste, collect_tutors
 from .data import pad_to, resize_image
 from .ema import ModelEMA
@@ -49,6 +49,7 @@ from .pseudo.config import (
     TeacherConfig,
 )
 from .pseudo.qam import qam_label
+from .telemetry import best_gt_scores, downsample_gt, mask_iou, summarize
 
 MASK_STRIDE = 4  # CondInst mask output stride (boxseg.model.condinst.MASK_OUT_STRIDE)
 
@@ -94,14 +95,11 @@ def _seed(*values: int) -> int:
     return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0])
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 class TeacherStudentMethod(Method):
     """EMA teacher + pseudo labels (QAM or BPMA) + Peer-assisted Copy-paste + student photometric augmentation."""
 
     needs_original_images = True
+    uses_gt_mask_telemetry = True
 
     def __init__(self, cfg: Any, student: nn.Module, criterion: Any) -> None:
         super().__init__(cfg, student, criterion)
@@ -115,7 +113,7 @@ class TeacherStudentMethod(Method):
         criterion.pseudo_loss_fn = QualityMaskLoss(self.sec.mask_sup)
         self.ema: ModelEMA | None = None
         if self.sec.teacher.source == "ema":
-            self.ema = ModelEMA(student, self.sec.teacher.ema_momentum)
+            self.ema = ModelEMA(student, self.sec.teacher.ema_momentum, self.sec.teacher.ema_warmup)
             self.teacher = self.ema.teacher
         self.bank = MemoryBank(self.sec.pc.bank_size, self.sec.pc.bank_scope)
         self.paster = PeerCopyPaste(self.sec.pc)
@@ -146,7 +144,7 @@ class TeacherStudentMethod(Method):
                    for t, sg, tg in zip(targets, s_geoms, t_geoms)]
         labels = self._pseudo_labels(t_images, t_boxes, targets, t_geoms)
 
-        gen = torch.Generator().manual_seed(_seed(self.seed, iteration, _rank(), 0x7EAC))
+        gen = torch.Generator().manual_seed(_seed(self.seed, iteration, D.rank(), 0x7EAC))
         if sec.pc.enabled:
             for i in range(n_img):  # the bank is updated from the whole batch before any paste (SPEC §6.6)
                 th, tw = t_geoms[i].size
@@ -155,12 +153,22 @@ class TeacherStudentMethod(Method):
                                mask_stride=MASK_STRIDE, scale=t_geoms[i].scale)
         color_images = images.clone()
         pasted = 0
+        grid = (hp // MASK_STRIDE, wp // MASK_STRIDE)
+        ious = []
         for i in range(n_img):
             hs, ws = s_geoms[i].size
             lab = labels[i]
             t = targets[i]
+            # GT masks are a telemetry-only input (runtime.telemetry_gt_masks): measured here, then dropped, so
+            # nothing downstream can train on them.
+            gt_masks = t.pop("masks", None)
             t["pseudo_weights"] = lab["weights"]
             t["pseudo_valid"] = lab["valid"]
+            on_grid = map_masks(lab["masks"], t_geoms[i], s_geoms[i], src_stride=MASK_STRIDE, dst_stride=MASK_STRIDE,
+                                out_shape=grid)
+            if gt_masks is not None:
+                v = lab["valid"]
+                ious.append(mask_iou(on_grid[v], downsample_gt(gt_masks[v], MASK_STRIDE, grid)))
             if sec.pc.enabled:
                 t["pseudo_masks"] = map_masks(lab["masks"], t_geoms[i], s_geoms[i], src_stride=MASK_STRIDE)
                 composite, t, info = self.paster(images[i, :, :hs, :ws], t, self.bank, s_geoms[i].scale, gen)
@@ -170,8 +178,7 @@ class TeacherStudentMethod(Method):
                 full = F.pad(t["pseudo_masks"].float(), (0, wp - ws, 0, hp - hs))
                 t["pseudo_masks"] = F.avg_pool2d(full[:, None], MASK_STRIDE, MASK_STRIDE)[:, 0]
             else:
-                t["pseudo_masks"] = map_masks(lab["masks"], t_geoms[i], s_geoms[i], src_stride=MASK_STRIDE,
-                                              dst_stride=MASK_STRIDE, out_shape=(hp // MASK_STRIDE, wp // MASK_STRIDE))
+                t["pseudo_masks"] = on_grid
                 t["is_tutor"] = torch.zeros_like(t["pseudo_valid"])
             if sec.teacher.source == "student":
                 t["pseudo_valid"] = t["pseudo_valid"] & t["is_tutor"]  # BoxInst + PC: learners stay box-only
@@ -180,11 +187,17 @@ class TeacherStudentMethod(Method):
         out["targets"] = targets
         out["color_images"] = color_images
         out["images"] = self.photometric.apply_batch(color_images, [g.size for g in s_geoms], gen)
-        n_valid = sum(int(t["pseudo_valid"].sum()) for t in targets)
-        w_sum = sum(float(t["pseudo_weights"][t["pseudo_valid"]].sum()) for t in targets)
-        self.last_stats = {"pseudo_valid": float(n_valid), "pseudo_w_mean": w_sum / max(n_valid, 1),
-                           "bank_size": float(len(self.bank)), "pastes": float(pasted)}
+        self.last_stats = summarize(
+            num_gt=sum(int(lab["valid"].numel()) for lab in labels),
+            valid=torch.cat([lab["valid"].bool().reshape(-1) for lab in labels]),
+            weights=torch.cat([lab["weights"].reshape(-1) for lab in labels]),
+            teacher_scores=torch.cat([lab["teacher_scores"].reshape(-1) for lab in labels]),
+            bank_size=len(self.bank), pastes=pasted, num_images=n_img,
+            ious=torch.cat(ious) if ious else None)
         return out
+
+    def telemetry(self) -> dict[str, float]:
+        return self.last_stats
 
     def after_step(self, iteration: int) -> None:
         if self.ema is not None:
@@ -217,9 +230,27 @@ class TeacherStudentMethod(Method):
     def _pseudo_labels(self, t_images: torch.Tensor, t_boxes: list[torch.Tensor], targets: list[dict],
                        t_geoms: list[ViewGeometry]) -> list[dict[str, torch.Tensor]]:
         model = self.labeller
+        # Label in eval mode: with teacher.source=student (BoxInst + PC) the labeller is the training student, and
+        # a train-mode forward would update its normalisation statistics a second time per step and label the
+        # teacher views with batch statistics. The EMA teacher is always in eval mode already.
+        was_training = model.training
+        model.eval()
+        try:
+            return self._label(model, t_images, t_boxes, targets, t_geoms)
+        finally:
+            model.train(was_training)
+
+    def _label(self, model: nn.Module, t_images: torch.Tensor, t_boxes: list[torch.Tensor], targets: list[dict],
+               t_geoms: list[ViewGeometry]) -> list[dict[str, torch.Tensor]]:
         dense = model(t_images)
         hp, wp = t_images.shape[-2:]
         grid = (hp // MASK_STRIDE, wp // MASK_STRIDE)
+        flat = dense.flat()
+        scores = model.class_scores(flat)  # (B, L, C) IoU-aware box-scores
+        all_boxes = flat.boxes
+        # Telemetry: how close the labeller is to QAM's score gate on each GT object.
+        best = [best_gt_scores(all_boxes[i], scores[i], boxes, targets[i]["classes"])
+                for i, boxes in enumerate(t_boxes)]
         out = []
         if self.sec.pseudo_labeler == "bpma":
             cand = model.decode(dense)
@@ -227,12 +258,9 @@ class TeacherStudentMethod(Method):
             det = model.select_and_segment(dense, cand, keep)
             for i, boxes in enumerate(t_boxes):
                 n = int(det.num_dets[i])
-                out.append(bpma_label(det.boxes[i, :n], det.scores[i, :n], det.masks[i, :n], boxes,
-                                      self.sec.bpma, MASK_STRIDE))
+                out.append({**bpma_label(det.boxes[i, :n], det.scores[i, :n], det.masks[i, :n], boxes,
+                                         self.sec.bpma, MASK_STRIDE), "teacher_scores": best[i]})
             return out
-        flat = dense.flat()
-        scores = model.class_scores(flat)  # (B, L, C) IoU-aware box-scores
-        all_boxes = flat.boxes
         for i, boxes in enumerate(t_boxes):
             th, tw = t_geoms[i].size
             pool = self._candidate_pool(scores[i], flat.levels, model)
@@ -248,8 +276,8 @@ class TeacherStudentMethod(Method):
                 return model.mask_head(dense.mask_feats, flat.params[i, loc], flat.locations[loc], flat.soi[loc],
                                        img).sigmoid()
 
-            out.append(qam_label(cand_boxes, scores[i, pool], mask_fn, boxes, targets[i]["classes"], areas,
-                                 self.sec.qam, MASK_STRIDE, grid))
+            out.append({**qam_label(cand_boxes, scores[i, pool], mask_fn, boxes, targets[i]["classes"], areas,
+                                    self.sec.qam, MASK_STRIDE, grid), "teacher_scores": best[i]})
         return out
 
     @staticmethod

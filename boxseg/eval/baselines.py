@@ -2,6 +2,8 @@
 
 `box-fill` predicts the filled GT box, `ellipse` the ellipse inscribed in it; both with the GT class and score 1,
 so their box AP is 100 and their mask AP measures only how far masks are from boxes (or ellipses).
+`masks_in_predicted_boxes` puts the same shapes into a model's own detections instead: the model's mask AP against
+that tells mask quality apart from detection quality.
 """
 
 from __future__ import annotations
@@ -48,4 +50,18 @@ def baseline_results(gt: str | Path | COCO, kind: str) -> list[dict]:
         for a, rle in zip(anns, encode_masks(masks)):
             out.append({"image_id": iid, "category_id": a["category_id"], "bbox": [float(v) for v in a["bbox"]],
                         "score": 1.0, "segmentation": rle})
+    return out
+
+
+def masks_in_predicted_boxes(results: list[dict], gt: str | Path | COCO, kind: str = "ellipse") -> list[dict]:
+    """A model's COCO results with each mask replaced by the `kind` shape of its own predicted box (same box, class
+    and score)."""
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline {kind!r}; expected one of {BASELINES}")
+    coco = load_gt(gt)
+    out = []
+    for r in results:
+        img = coco.imgs[r["image_id"]]
+        mask = box_mask(r["bbox"], img["height"], img["width"], kind)
+        out.append({**r, "segmentation": encode_masks(mask[None])[0]})
     return out

@@ -106,3 +106,28 @@ def test_aggregate_handles_missing_size_ranges() -> None:
 def test_unknown_preset_exits_2(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["bench", "ablation", "--presets", "boxins", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "boxinst" in r.output  # the close-match suggestion
+
+
+def test_runs_record_their_evaluation_curve_and_convergence(run: tuple[dict, Path, Path]) -> None:
+    doc, _, out = run
+    result = json.loads((out / "runs" / "boxinst" / "seed0" / "result.json").read_text())
+    # --iters 2: evaluation every max(1, 2 // 4) = 1 iteration.
+    assert [e["iteration"] for e in result["evals"]] == [1, 2]
+    aps = [e["AP"] for e in result["evals"]]
+    assert result["converged"] == (abs(aps[-1] - aps[-2]) < 1.0)
+    row = next(r for r in doc["rows"] if r["preset"] == "boxinst")
+    assert row["diff"] == "(reference)" and row["converged"].endswith("/2")
+    assert doc["meta"]["protocol"]["max_iter"] == 2
+
+
+def test_paired_difference_with_its_t_interval() -> None:
+    from boxseg.bench.ablation import format_difference, paired_difference
+
+    d = paired_difference({0: 12.0, 1: 13.0, 2: 11.0}, {0: 10.0, 1: 10.0, 2: 10.0})
+    # Differences 2, 3, 1: mean 2, sample std 1, t(0.975, 2 df) = 4.303 -> half width 4.303 / sqrt(3).
+    half = 4.303 / 3 ** 0.5
+    assert d["n"] == 3 and d["mean"] == pytest.approx(2.0)
+    assert (d["lo"], d["hi"]) == (pytest.approx(2.0 - half), pytest.approx(2.0 + half))
+    assert format_difference(d) == f"+2.0 [{2.0 - half:+.1f}, {2.0 + half:+.1f}]"
+    one = paired_difference({0: 5.0, 3: 1.0}, {0: 4.0})  # only seed 0 is paired
+    assert (one["n"], one["mean"], one["lo"]) == (1, 1.0, None) and format_difference(one) == "+1.0"

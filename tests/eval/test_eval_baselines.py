@@ -57,3 +57,28 @@ def test_baselines_skip_crowd_and_keep_classes() -> None:
     gt["annotations"][1]["iscrowd"] = 1
     res = baseline_results(gt, "ellipse")
     assert len(res) == 1 and res[0]["category_id"] == 4 and res[0]["score"] == 1.0
+
+
+def test_ellipse_in_predicted_boxes_keeps_boxes_scores_and_classes(tmp_path):
+    """The ellipse drawn in a model's own detections: same box, class and score; the mask is that box's ellipse."""
+    import json
+
+    from pycocotools import mask as mask_utils
+
+    from boxseg.eval.baselines import box_mask, masks_in_predicted_boxes
+    from boxseg.eval.results import encode_masks
+
+    gt = {"images": [{"id": 1, "file_name": "a.png", "height": 20, "width": 30}],
+          "categories": [{"id": 3, "name": "x"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [2, 2, 10, 8], "area": 80,
+                           "segmentation": [[2, 2, 12, 2, 12, 10, 2, 10]],
+                           "iscrowd": 0}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    full = encode_masks(np.ones((1, 20, 30), dtype=bool))[0]
+    preds = [{"image_id": 1, "category_id": 3, "bbox": [4.0, 3.0, 12.0, 6.0], "score": 0.7, "segmentation": full}]
+    out = masks_in_predicted_boxes(preds, path)
+    assert [(r["bbox"], r["score"], r["category_id"]) for r in out] == [([4.0, 3.0, 12.0, 6.0], 0.7, 3)]
+    assert np.array_equal(mask_utils.decode(out[0]["segmentation"]).astype(bool),
+                          box_mask((4.0, 3.0, 12.0, 6.0), 20, 30, "ellipse"))
+    assert preds[0]["segmentation"] is full  # the input is left alone

@@ -21,7 +21,7 @@ SPEC_QAM = {"tau_score": 0.5, "tau_pixel": 0.5, "k": 10, "adaptive_k": True, "k_
 SPEC_PC = {"enabled": True, "bank_size": 80, "bank_scope": "per_gpu", "tau": 0.8, "nonoverlap": "box_disjoint",
            "eps_cov": 0.05, "reject_border_tutors": False, "pastes_per_image": 1, "learner_sampling": "uniform",
            "placement": "overlap", "selection": "quality", "rho_min_visible": 0.5, "min_visible_frac": 0.0,
-           "max_tries": 10, "blend": "hard", "box_update": "mask"}
+           "max_tries": 10, "blend": "hard", "box_update": "box_minus_paste"}
 SPEC_BPMA = {"tau_iou": 0.5, "tau_c": 0.05, "score": "mcs"}
 
 

@@ -94,7 +94,7 @@ def test_update_annotations_cut_drop_tighten_add():
     _, t = _scene()
     full = torch.zeros(64, 64, dtype=torch.bool)
     full[0:50, 30:50] = True  # covers the learner's right part and all of object 1
-    new, dropped = update_annotations(t, full, tutor_cls=7, tutor_w=0.95, cfg=PCConfig())
+    new, dropped = update_annotations(t, full, tutor_cls=7, tutor_w=0.95, cfg=PCConfig(box_update="mask"))
     assert dropped == [1]
     assert new["classes"].tolist() == [0, 2, 7] and new["is_tutor"].tolist() == [False, False, True]
     learner = new["pseudo_masks"][0]
@@ -107,8 +107,8 @@ def test_update_annotations_cut_drop_tighten_add():
     assert new["pseudo_weights"][2].item() == pytest.approx(0.95) and new["pseudo_valid"].tolist() == [True, False, True]
     keep, _ = update_annotations(t, full, 7, 0.95, PCConfig(box_update="keep"))
     assert keep["boxes"][0].tolist() == [10.0, 10.0, 40.0, 40.0]
-    bmp, _ = update_annotations(t, full, 7, 0.95, PCConfig(box_update="box_minus_paste"))
-    assert bmp["boxes"][0].tolist() == [10.0, 10.0, 30.0, 40.0]  # the box region minus the paste
+    bmp, _ = update_annotations(t, full, 7, 0.95, PCConfig())
+    assert bmp["boxes"][0].tolist() == [10.0, 10.0, 30.0, 40.0]  # the default: the box region minus the paste
     # An object without a mask: its box minus the paste.
     full2 = torch.zeros(64, 64, dtype=torch.bool)
     full2[4:20, 56:64] = True
@@ -144,7 +144,12 @@ def test_paste_keeps_image_and_annotations_consistent(seed):
     learner = new["pseudo_masks"][l_new] > 0.5
     assert (before & full).any()  # the tutor overlaps the learner's mask
     assert learner.sum() >= 0.5 * before.sum()  # rho_min_visible
-    for i, m in ((tutor_i, full), (l_new, learner)):  # boxes are tight around the masks
+    # The tutor's box is tight around its mask; the learner's is its GT box minus the pasted pixels (default
+    # pc.box_update=box_minus_paste), so it still holds the learner's whole visible mask.
+    x0, y0, x1, y1 = (int(v) for v in t["boxes"][l_old].tolist())
+    region = torch.zeros_like(full)
+    region[y0:y1, x0:x1] = True
+    for i, m in ((tutor_i, full), (l_new, region & ~full)):
         ys, xs = torch.nonzero(m, as_tuple=True)
         assert new["boxes"][i].tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1,
                                             ys.max().item() + 1]
@@ -205,3 +210,15 @@ def test_inverse_quality_prefers_low_quality_learners():
     picks = [pc(image, t, bank, 1.0, torch.Generator().manual_seed(s))[2].learners for s in range(40)]
     flat = [p for lst in picks for p in lst]
     assert flat.count(1) > 3 * flat.count(0)
+
+
+def test_default_box_update_keeps_the_gt_box_unless_whole_edge_lines_are_covered():
+    """A paste that covers part of the learner but no whole row or column at its box edge leaves the exact GT box
+    alone by default; the old default (`mask`) replaced it with the tight box of the imperfect pseudo mask."""
+    _, t = _scene()
+    full = torch.zeros(64, 64, dtype=torch.bool)
+    full[20:30, 20:30] = True  # inside the learner's box [10, 10, 40, 40], touching no edge
+    new, _ = update_annotations(t, full, 7, 0.95, PCConfig())
+    assert new["boxes"][0].tolist() == [10.0, 10.0, 40.0, 40.0]
+    old, _ = update_annotations(t, full, 7, 0.95, PCConfig(box_update="mask"))
+    assert old["boxes"][0].tolist() != [10.0, 10.0, 40.0, 40.0]  # the pseudo mask's tight box

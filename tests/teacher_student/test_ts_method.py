@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -86,8 +88,8 @@ def test_short_run_teacher_changes_only_through_ema(data_dir: Path, tmp_path: Pa
             assert all(torch.equal(self._before_step[k], now[k]) for k in now)
             assert all(p.grad is None for p in self.teacher.parameters())
             student = dict(self.student.named_parameters())
+            m = self.ema.current_momentum()  # the EMA warm-up: 0, 1/2, 2/3 in the first three steps
             super().after_step(it)
-            m = self.ema.momentum
             for k, p in self.teacher.named_parameters():
                 torch.testing.assert_close(p, m * self._before_step[k] + (1 - m) * student[k].detach(),
                                            atol=1e-6, rtol=0)
@@ -96,8 +98,15 @@ def test_short_run_teacher_changes_only_through_ema(data_dir: Path, tmp_path: Pa
     trainer = Trainer(cfg, method_factory=Spy)
     summary = trainer.train()
     assert seen["ema_checked"] == [0, 1, 2]
-    assert any(s["pseudo_valid"] > 0 for s in seen["stats"])
-    assert seen["stats"][-1]["bank_size"] > 0 and sum(s["pastes"] for s in seen["stats"]) > 0
+    assert any(s["pseudo_valid_frac"] > 0 for s in seen["stats"])
+    assert seen["stats"][-1]["bank_size"] > 0 and sum(s["pastes_per_image"] for s in seen["stats"]) > 0
+    # Telemetry reaches metrics.jsonl; the synthetic data has GT masks, so the pseudo-mask IoU is measured.
+    records = [json.loads(line) for line in (Path(summary["out_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    tele = [r["telemetry"] for r in records if "telemetry" in r]
+    assert tele and set(tele[-1]) >= {"pseudo_valid_frac", "w_mean", "w_p10", "w_p50", "w_p90",
+                                      "teacher_score_p50", "bank_size", "pastes_per_image", "pseudo_iou"}
+    assert tele[-1]["pseudo_iou"] is not None and 0.0 <= tele[-1]["pseudo_iou"] <= 1.0
+    assert summary["telemetry"] == tele[-1]
     assert "loss_mask_sup" in summary["final_losses"]
     ckpt = load_checkpoint(Path(summary["checkpoint"]))
     method = trainer.method
@@ -144,7 +153,7 @@ def test_boxinst_plus_pc_only_tutors_get_pseudo_loss(data_dir: Path, tmp_path: P
     method = _method(cfg)
     assert method.teacher is None and method.ema is None
     out = method.prepare_batch(_batch(data_dir, 0.5), 0)
-    assert len(method.bank) > 0 and method.last_stats["pastes"] > 0
+    assert len(method.bank) > 0 and method.last_stats["pastes_per_image"] > 0
     for t in out["targets"]:
         assert torch.equal(t["pseudo_valid"], t["is_tutor"])
     # The photometric augmentation changed the student input but not the colour-affinity image.
@@ -172,3 +181,33 @@ def test_rejects_unimplemented_choices(data_dir: Path, tmp_path: Path):
         _method(_cfg(data_dir, tmp_path, pseudo_labeler="sim"))
     with pytest.raises(ValueError, match="pseudo_labeler"):
         _method(_cfg(data_dir, tmp_path, pseudo_labeler="magic"))
+
+
+def test_boxinst_plus_pc_labels_in_eval_mode(data_dir: Path, tmp_path: Path):
+    """With no teacher the student labels its own teacher view: in eval mode (no second update of normalisation
+    statistics, no batch statistics on the teacher view), and it is back in train mode afterwards."""
+    cfg = _cfg(data_dir, tmp_path, teacher=TeacherConfig(source="student", input=TeacherInputConfig(64, 96)))
+    method = _method(cfg)
+    method.student.train()
+    modes: list[bool] = []
+    hook = method.student.register_forward_pre_hook(lambda mod, args: modes.append(mod.training))
+    before = {k: v.clone() for k, v in method.student.named_buffers()}
+    method.prepare_batch(_batch(data_dir, 0.5), 0)
+    hook.remove()
+    assert modes == [False]
+    assert method.student.training
+    assert all(torch.equal(before[k], v) for k, v in method.student.named_buffers())
+
+
+def test_telemetry_measures_pseudo_masks_against_gt_masks_and_drops_them(data_dir: Path, tmp_path: Path):
+    cfg = _cfg(data_dir, tmp_path)
+    method = _method(cfg)
+    ds = TrainDataset(CocoDataset(data_dir, with_masks=True), InputConfig(train_scales=(64,), train_max_size=96),
+                      with_masks=True, keep_original=True)
+    out = method.prepare_batch(collate([ds[(0, 1)], ds[(1, 2)]]), 0)
+    stats = method.telemetry()
+    assert all("masks" not in t for t in out["targets"])  # GT masks never reach the losses
+    assert 0.0 <= stats["pseudo_iou"] <= 1.0 and 0.0 < stats["pseudo_valid_frac"] <= 1.0
+    assert 0.0 <= stats["w_p10"] <= stats["w_p50"] <= stats["w_p90"] <= 1.0
+    method.prepare_batch(_batch(data_dir, 0.5), 1)  # no GT masks in the batch: no IoU
+    assert math.isnan(method.telemetry()["pseudo_iou"])

@@ -44,6 +44,8 @@ class TeacherInputConfig:
 class TeacherConfig:
     input: TeacherInputConfig = field(default_factory=TeacherInputConfig)
     ema_momentum: float = 0.999
+    # m_t = min(m, 1 - 1/(t+1)) (docs/method.md "EMA teacher"); false: constant m from the first update.
+    ema_warmup: bool = True
     # ema: an EMA teacher labels the batch (boxteacher, boxseg). student: no teacher; the student labels its own
     # teacher view with QAM only to feed copy-paste, and only pasted tutors get a pseudo-mask loss (BoxInst + PC,
     # SPEC §6.8). Extra key, not in SPEC §16.2.
@@ -193,7 +195,10 @@ class PCConfig:
     min_visible_frac: float = 0.0  # drop an occluded object when its visible fraction <= this
     max_tries: int = 10
     blend: str = "hard"           # hard | feather
-    box_update: str = "mask"      # mask | box_minus_paste | keep
+    # box_minus_paste (default): trim the GT box only where the tutor covers whole rows/columns at its edges; the
+    # GT box is the one exact label. mask: tight box of the imperfect pseudo mask (IoU ~0.85 with the GT box, so
+    # it corrupts a box label per paste); keep: the old box. mask and keep are ablation arms.
+    box_update: str = "box_minus_paste"  # box_minus_paste | mask | keep
     tutor_flip: float = 0.5       # SPEC §6.4 item 4: optional random h-flip of the tutor
     mask_thresh: float = 0.5      # binarisation of pseudo masks for the bank and the overlap tests
 
