@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 # Polygon points may lie a little outside their image (annotation tools round and overshoot); this far beyond
 # it they are garbage, and pycocotools' rasteriser allocates memory in proportion to the distance.
 POLYGON_MARGIN = 1.0  # in image sizes: x in [-1 * width, 2 * width], y likewise
@@ -58,49 +60,57 @@ def polygon_problem(polygons: list, height: int, width: int) -> str | None:
     return None
 
 
-def decode_rle_counts(counts: str) -> list[int] | str:
-    """The runs of a compressed COCO RLE string (pycocotools' rleFrString), or a sentence on why it does not
-    decode. Never trusts the string: characters, run lengths and the end of the string are all checked."""
-    runs: list[int] = []
-    pos, n = 0, len(counts)
-    while pos < n:
-        value, shift, more = 0, 0, True
-        start = pos
-        while more:
-            if pos >= n:
-                return f"ends inside a run (the run starting at character {start} is cut off)"
-            ch = counts[pos]
-            c = ord(ch) - 48
-            if not 0 <= c < 64:
-                return (f"has character {ch!r} at position {pos}; expected only the COCO RLE characters "
-                        f"'0'..'o'")
-            if pos - start >= _MAX_RUN_CHARS:
-                return f"has a run longer than {_MAX_RUN_CHARS} characters at position {start}"
-            value |= (c & 0x1F) << shift
-            more = bool(c & 0x20)
-            pos += 1
-            shift += 5
-            if not more and c & 0x10:
-                value |= -1 << shift
-        if len(runs) > 2:  # runs after the first two are stored relative to the run two back
-            value += runs[-2]
-        runs.append(value)
+def decode_rle_counts(counts: str) -> np.ndarray | str:
+    """The runs (int64) of a compressed COCO RLE string, as pycocotools' rleFrString decodes them, or a sentence on
+    why it does not decode. Never trusts the string: characters, run lengths and the end of the string are all
+    checked. Vectorised: evaluation checks every mask of every image with it."""
+    try:
+        raw = counts.encode("ascii")
+    except UnicodeEncodeError:
+        bad = next(k for k, ch in enumerate(counts) if ord(ch) > 127)
+        return f"has character {counts[bad]!r} at position {bad}; expected only the COCO RLE characters '0'..'o'"
+    c = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+    outside = np.flatnonzero((c < 0) | (c >= 64))
+    if outside.size:
+        pos = int(outside[0])
+        return f"has character {counts[pos]!r} at position {pos}; expected only the COCO RLE characters '0'..'o'"
+    if c.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    more = (c & 0x20) != 0
+    if more[-1]:
+        start = int(np.flatnonzero(~more[:-1])[-1]) + 1 if (~more[:-1]).any() else 0
+        return f"ends inside a run (the run starting at character {start} is cut off)"
+    ends = np.flatnonzero(~more)  # the last character of each run
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if (lengths > _MAX_RUN_CHARS).any():
+        k = int(np.flatnonzero(lengths > _MAX_RUN_CHARS)[0])
+        return f"has a run longer than {_MAX_RUN_CHARS} characters at position {int(starts[k])}"
+    # Character j of a run contributes its low 5 bits shifted by 5 * j; the last one's bit 0x10 is the sign.
+    offset = np.arange(c.size) - np.repeat(starts, lengths)
+    values = np.add.reduceat((c & 0x1F) << (5 * offset), starts)
+    negative = (c[ends] & 0x10) != 0
+    values = values - (negative.astype(np.int64) << (5 * lengths))
+    # Runs after the first two are stored relative to the run two back: undo with a running sum per parity.
+    runs = values.copy()
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
     return runs
 
 
-def _runs_problem(runs: list[int], height: int, width: int) -> str | None:
-    total = 0
-    for k, r in enumerate(runs):
-        if r < 0:
-            return f"run {k} has length {r}; expected run lengths >= 0"
-        total += r
+def _runs_problem(runs: np.ndarray, height: int, width: int) -> str | None:
+    negative = np.flatnonzero(runs < 0)
+    if negative.size:
+        k = int(negative[0])
+        return f"run {k} has length {int(runs[k])}; expected run lengths >= 0"
+    total = int(runs.sum())
     if total != height * width:
         return (f"runs cover {total} pixels; expected height * width = {height} * {width} = {height * width} "
                 f"(is it the mask of another image?)")
     return None
 
 
-def rle_problem(rle: dict, height: int, width: int) -> str | None:
+def rle_problem(rle: dict, height: int, width: int, decode_counts: bool = True) -> str | None:
     missing = [k for k in ("size", "counts") if k not in rle]
     if missing:
         return (f"is an RLE object without {' and '.join(repr(k) for k in missing)}; expected "
@@ -121,6 +131,8 @@ def rle_problem(rle: dict, height: int, width: int) -> str | None:
         except UnicodeDecodeError:
             return "has RLE 'counts' bytes that are not ASCII; expected a COCO RLE string"
     if isinstance(counts, str):
+        if not decode_counts:
+            return None
         runs = decode_rle_counts(counts)
         if isinstance(runs, str):
             return f"has RLE 'counts' {_show(counts, 40)} that does not decode: it {runs}"
@@ -130,17 +142,23 @@ def rle_problem(rle: dict, height: int, width: int) -> str | None:
         for k, r in enumerate(counts):
             if not (isinstance(r, int) and not isinstance(r, bool)):
                 return f"has uncompressed RLE 'counts' with entry {k} = {_show(r)}; expected integers"
-        problem = _runs_problem(counts, height, width)
+            if not 0 <= r <= height * width:  # pycocotools stores them as uint32
+                return (f"has uncompressed RLE 'counts' that do not fit the image: run {k} has length {r}; "
+                        f"expected run lengths in 0..{height * width}")
+        problem = _runs_problem(np.asarray(counts, dtype=np.int64), height, width)
         return None if problem is None else f"has uncompressed RLE 'counts' that do not fit the image: {problem}"
     return (f"has RLE 'counts' of type {type(counts).__name__}; expected a string (compressed RLE) or a list "
             f"of run lengths (uncompressed RLE)")
 
 
-def segmentation_problem(seg: Any, height: int, width: int) -> str | None:
-    """None when pycocotools can safely turn `seg` into a height x width mask; else what is wrong."""
+def segmentation_problem(seg: Any, height: int, width: int, decode_counts: bool = True) -> str | None:
+    """None when pycocotools can safely turn `seg` into a height x width mask; else what is wrong.
+
+    `decode_counts=False` skips decoding compressed RLE strings (the costly part) for masks this package encoded
+    itself, such as a predictor's results; their structure and size are still checked."""
     if isinstance(seg, list):
         return polygon_problem(seg, height, width)
     if isinstance(seg, dict):
-        return rle_problem(seg, height, width)
+        return rle_problem(seg, height, width, decode_counts)
     return (f"is {_show(seg)} ({type(seg).__name__}); expected a list of polygons [[x1, y1, x2, y2, ...], ...] "
             f"or an RLE object {{\"size\": [{height}, {width}], \"counts\": ...}}")

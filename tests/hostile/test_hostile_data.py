@@ -46,7 +46,7 @@ CRASHERS = {
     "garbage_rle": ({"size": [H, W], "counts": "garbage!!~~"}, "does not decode"),
     "truncated_rle": ({"size": [H, W], "counts": "0`"}, "does not decode: it ends inside a run"),
     "short_rle": ({"size": [H, W], "counts": "05"}, f"expected height * width = {H} * {W}"),
-    "negative_uncompressed_rle": ({"size": [H, W], "counts": [H * W + 5, -5]}, "run 1 has length -5"),
+    "negative_uncompressed_rle": ({"size": [H, W], "counts": [10, -5, H * W - 5]}, "run 1 has length -5"),
 }
 
 
