@@ -80,7 +80,9 @@ class Predictor:
     Args:
         model_path: the exported `.onnx` file (or `.engine` with the TensorRT backend).
         device: "cpu", "cuda" or "cuda:N" ("cuda" needs onnxruntime-gpu: `pip install boxseg[gpu]`).
-        threads: inference threads and pre/post-processing pool size; 0 = one per hardware thread.
+        threads: pre/post-processing pool size and inference threads (ONNX Runtime's capped at the machine's
+            hardware threads); 0 = one per hardware thread; at most 1024. A thread that cannot be started (a
+            container's process or memory limit) is a RuntimeError saying so.
         min_size, max_size: resize keeping the aspect ratio so the shorter side is min_size and the longer at
             most max_size (each ignored when 0); both 0 (default) runs at the original size, padded to the
             model's `boxseg.size_divisor`.

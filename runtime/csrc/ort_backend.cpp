@@ -7,6 +7,7 @@
 #include <fstream>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
 // The C++ wrapper normally initialises itself from the linked library; we have no link, so we hand it the
 // API table we got through dlsym.
@@ -74,7 +75,13 @@ class OrtBackend final : public Backend {
     }
     Ort::SessionOptions so;
     so.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
-    if (cfg.threads > 0) so.SetIntraOpNumThreads(cfg.threads);
+    if (cfg.threads > 0) {
+      // More intra-op threads than hardware threads only add contention, and ONNX Runtime hangs in session
+      // creation when it cannot start one of them (measured with threads=1000 under a 3 GB address-space
+      // limit): cap them. The pre/post-processing pool keeps the requested size and fails cleanly instead.
+      const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      so.SetIntraOpNumThreads(std::min(cfg.threads, hardware));
+    }
     so.SetInterOpNumThreads(1);
     // ORT's intra-op threads spin-wait after each run by default, starving the pre/post-processing pool that
     // runs right before and after (measured: post-processing 5-10x slower on a busy 2-core machine).

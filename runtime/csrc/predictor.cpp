@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
+#include <system_error>
 
 #include "postprocess.h"
 
@@ -75,7 +76,14 @@ Predictor::Predictor(const PredictorConfig& config) : config_(config) {
   input_spec_.mean = info_.mean;
   input_spec_.std = info_.std;
   mask_threshold_ = config_.mask_threshold >= 0.f ? config_.mask_threshold : info_.mask_threshold;
-  pool_ = std::make_unique<ThreadPool>(config_.threads);
+  try {
+    pool_ = std::make_unique<ThreadPool>(config_.threads);
+  } catch (const std::system_error& e) {
+    // Thread creation fails when a container's process or memory limit is reached.
+    throw std::runtime_error("cannot start the pre/post-processing threads (threads=" +
+                             std::to_string(config_.threads) + "): " + e.what() +
+                             "; pass a smaller threads= value or raise the process/memory limit");
+  }
 }
 
 BatchResult Predictor::predict(const std::vector<ImageView>& images, bool rle) const {

@@ -4,6 +4,7 @@ results (runtime and PyTorch predictor)."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from boxseg.runtime import Predictor
 from boxseg.runtime._native import bundled_program, load_core
 from boxseg.runtime.testing import make_test_model
+from hostile_helpers import run_limited
 
 DEFAULT_THRESHOLD = 0.3  # boxseg predict's default --score-thr
 
@@ -94,6 +96,24 @@ def test_thread_creation_failure_rethrows_without_hanging() -> None:
         raise AssertionError("hang: the thread pool did not recover from a failed thread creation") from exc
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("constructor rethrew") == 11 and "all passed" in proc.stdout
+
+
+def test_a_thousand_threads_under_a_memory_limit_fail_cleanly_or_work(model_path: Path) -> None:
+    # The issue's probe: Predictor(threads=1000) in a memory-limited container hung. Thread stacks (megabytes of
+    # address space each) exceed the limit, so starting them fails; that must be a clear error (or, on a machine
+    # with small default stacks, a working predictor), never a hang or a crash.
+    code = ("from boxseg.runtime import Predictor\n"
+            "try:\n"
+            f"    Predictor({str(model_path)!r}, threads=1024)\n"
+            "    print('constructed')\n"
+            "except RuntimeError as e:\n"
+            "    print('error:', e)\n")
+    proc = run_limited([sys.executable, "-c", code], timeout=90)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout.strip()
+    assert out == "constructed" or (
+        "cannot start the pre/post-processing threads (threads=1024)" in out and "pass a smaller threads=" in out
+    ), out
 
 
 @pytest.mark.parametrize("view", ["flipped_width_1", "flipped_height_1", "flipped_both"])
