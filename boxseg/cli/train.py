@@ -80,8 +80,8 @@ def cli(preset: str | None, config_path: str | None, data_dir: str | None, val_d
         click.echo(f"boxseg train: removed {p}, left by an interrupted checkpoint save", err=True)
     if state.removed_checkpoints:
         click.echo(f"boxseg train: --overwrite removed {', '.join(map(str, state.removed_checkpoints))}", err=True)
-    trainer = Trainer(cfg, resume=resume)
     try:
+        trainer = Trainer(cfg, resume=resume)
         with _outside_images(allow_outside_images):
             summary = trainer.train()
     except (ConfigError, CheckpointError, DataError, TrainingDiverged) as exc:

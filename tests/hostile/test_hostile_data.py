@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,23 @@ def test_nan_score_threshold_is_a_usage_error(tmp_path: Path, command: str) -> N
              str(tmp_path / "out")])
     r = CliRunner().invoke(main, [*args, "--score-thr", "nan"])
     assert r.exit_code == 2 and "'nan' is not a number; expected a threshold in [0, 1]" in r.output
+
+
+def test_train_reaches_its_reader_through_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `boxseg train --allow-outside-images` sets BOXSEG_ALLOW_OUTSIDE_IMAGES=1 for the trainer's reader (and its
+    # DataLoader workers), and restores the environment afterwards.
+    from boxseg.cli.train import _outside_images
+    from boxseg.data.coco import ALLOW_OUTSIDE_ENV
+
+    data = valid_coco()
+    data["images"][0]["file_name"] = "/data/shared/a.png"
+    write_dataset(tmp_path, data, images=False)
+    monkeypatch.delenv(ALLOW_OUTSIDE_ENV, raising=False)
+    with pytest.raises(DataError, match="is an absolute path"):
+        CocoDataset(tmp_path)
+    with _outside_images(True):
+        assert CocoDataset(tmp_path).image_info(0)["file_name"] == "/data/shared/a.png"
+    assert ALLOW_OUTSIDE_ENV not in os.environ
+    with pytest.raises(DataError):
+        CocoDataset(tmp_path)
+    assert len(CocoDataset(tmp_path, allow_outside_images=True)) == 2
