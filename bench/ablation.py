@@ -241,15 +241,18 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     return evals, telemetry
 
 
-def telemetry_rows(per_preset: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Mean over seeds of each telemetry value, per (preset, iteration), for the presets that log telemetry."""
+def telemetry_rows(per_preset: dict[str, list[dict[str, Any]]], points: int = 8) -> list[dict[str, Any]]:
+    """Mean over seeds of each telemetry value, per (preset, iteration), for the presets that log telemetry; about
+    ``points`` evenly spaced log windows per preset (every window stays in each run's result.json)."""
     rows = []
     for preset, results in per_preset.items():
         by_iter: dict[int, list[dict[str, Any]]] = {}
         for r in results:
             for rec in r.get("telemetry") or []:
                 by_iter.setdefault(rec["iteration"], []).append(rec)
-        for it in sorted(by_iter):
+        its = sorted(by_iter)
+        step = max(1, math.ceil(len(its) / points))
+        for it in [i for k, i in enumerate(its) if (len(its) - 1 - k) % step == 0]:
             row: dict[str, Any] = {"preset": preset, "iteration": it}
             for key in TELEMETRY_KEYS:
                 row[key] = mean_std([rec.get(key) for rec in by_iter[it]])[0]

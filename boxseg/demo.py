@@ -13,10 +13,10 @@ Stages, in order (each uses the other parts' Python APIs; none is re-implemented
 A stage whose module is missing is "not built" (the demo still succeeds); a stage that needs the result of one
 that did not run is "skipped"; the first stage that raises stops the demo ("failed", later ones "not run").
 
-Budget (2 CPU cores): the default plan finishes in under 10 minutes, ``quick`` in under 2. Training uses the
-preset with the ``synthetic_cpu`` overlay (slimmer head on the pretrained EfficientNet-Lite0; at 192 px a batch of
-4 costs ~1 s of one core, against ~2.7 s with the preset's COCO head), at the demo's image size, with the
-overlay's schedule (steps, warm-ups) scaled to the demo's iteration count.
+Budget (2 CPU cores): the default plan finishes in under 10 minutes, ``quick`` in under 2. The default plan is
+the CPU protocol of `boxseg bench ablation` (docs/method.md "CPU protocol") for one seed: the bench split at
+192 px, the preset with the ``synthetic_cpu`` overlay, its 800-iteration schedule. ``--iters`` (and ``quick``)
+scale that schedule's steps and warm-ups to the iteration count.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class DemoPlan:
     overlays: int  # overlay PNGs written by the predict stage (AP always uses every val image)
 
 
-FULL = DemoPlan(train_images=200, val_images=40, size=192, iters=400, batch=4, bench_iters=30, bench_warmup=5,
+FULL = DemoPlan(train_images=600, val_images=150, size=192, iters=800, batch=4, bench_iters=30, bench_warmup=5,
                 overlays=12)
 QUICK = DemoPlan(train_images=24, val_images=8, size=192, iters=20, batch=4, bench_iters=5, bench_warmup=1,
                  overlays=8)

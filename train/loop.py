@@ -84,11 +84,16 @@ class Method:
         aug = self.cfg.student
         if max(aug.color_jitter.p, aug.grayscale.p, aug.gaussian_blur.p) <= 0:
             return batch
-        gen = torch.Generator().manual_seed(_mix_seed(self.cfg.runtime.seed, iteration, D.rank(), 0xC0105))
+        gen = self.photometric_generator(iteration)
         out = dict(batch)
         out["color_images"] = batch["images"]
         out["images"] = self.photometric.apply_batch(batch["images"], batch["image_sizes"], gen)
         return out
+
+    def photometric_generator(self, iteration: int) -> torch.Generator:
+        """The photometric draws of one iteration. Every method draws them from the same stream, so runs of two
+        presets with one seed see the same jitter (a paired comparison then differs only in the method)."""
+        return torch.Generator().manual_seed(_mix_seed(self.cfg.runtime.seed, iteration, D.rank(), 0xC0105))
 
     def telemetry(self) -> dict[str, float]:
         """Per-iteration statistics of what the method did (pseudo labels, bank, pastes); none for plain training."""

@@ -37,7 +37,6 @@ from .ema import ModelEMA
 from .geometry import ViewGeometry, map_boxes, map_masks, teacher_geometry
 from .loop import METHODS, Method
 from .losses.mask_sup import QualityMaskLoss
-from .photometric import StudentPhotometric
 from .pseudo.bpma import bpma_label
 from .pseudo.config import (
     PSEUDO_LABELERS,
@@ -117,7 +116,6 @@ class TeacherStudentMethod(Method):
             self.teacher = self.ema.teacher
         self.bank = MemoryBank(self.sec.pc.bank_size, self.sec.pc.bank_scope)
         self.paster = PeerCopyPaste(self.sec.pc)
-        self.photometric = StudentPhotometric(self.sec.student)
         self.size_divisor = int(getattr(getattr(cfg, "input", None), "size_divisor", 32))
         self.seed = int(getattr(getattr(cfg, "runtime", None), "seed", 0))
         self.last_stats: dict[str, float] = {}
@@ -186,7 +184,8 @@ class TeacherStudentMethod(Method):
         out = dict(batch)
         out["targets"] = targets
         out["color_images"] = color_images
-        out["images"] = self.photometric.apply_batch(color_images, [g.size for g in s_geoms], gen)
+        out["images"] = self.photometric.apply_batch(color_images, [g.size for g in s_geoms],
+                                                     self.photometric_generator(iteration))
         self.last_stats = summarize(
             num_gt=sum(int(lab["valid"].numel()) for lab in labels),
             valid=torch.cat([lab["valid"].bool().reshape(-1) for lab in labels]),
@@ -242,57 +241,77 @@ class TeacherStudentMethod(Method):
 
     def _label(self, model: nn.Module, t_images: torch.Tensor, t_boxes: list[torch.Tensor], targets: list[dict],
                t_geoms: list[ViewGeometry]) -> list[dict[str, torch.Tensor]]:
-        dense = model(t_images)
-        hp, wp = t_images.shape[-2:]
-        grid = (hp // MASK_STRIDE, wp // MASK_STRIDE)
-        flat = dense.flat()
-        scores = model.class_scores(flat)  # (B, L, C) IoU-aware box-scores
-        all_boxes = flat.boxes
-        # Telemetry: how close the labeller is to QAM's score gate on each GT object.
-        best = [best_gt_scores(all_boxes[i], scores[i], boxes, targets[i]["classes"])
-                for i, boxes in enumerate(t_boxes)]
-        out = []
-        if self.sec.pseudo_labeler == "bpma":
-            cand = model.decode(dense)
-            keep = model.nms_keep(cand.boxes, cand.scores, cand.classes)
-            det = model.select_and_segment(dense, cand, keep)
-            for i, boxes in enumerate(t_boxes):
-                n = int(det.num_dets[i])
-                out.append({**bpma_label(det.boxes[i, :n], det.scores[i, :n], det.masks[i, :n], boxes,
-                                         self.sec.bpma, MASK_STRIDE), "teacher_scores": best[i]})
-            return out
-        for i, boxes in enumerate(t_boxes):
-            th, tw = t_geoms[i].size
-            pool = self._candidate_pool(scores[i], flat.levels, model)
-            cand_boxes = all_boxes[i, pool].clone()
-            cand_boxes[:, 0::2] = cand_boxes[:, 0::2].clamp(0, tw)
-            cand_boxes[:, 1::2] = cand_boxes[:, 1::2].clamp(0, th)
-            areas = t_geoms[i].boxes_to_original(boxes)
-            areas = (areas[:, 2] - areas[:, 0]).clamp_min(0) * (areas[:, 3] - areas[:, 1]).clamp_min(0)
-
-            def mask_fn(idx: torch.Tensor, i: int = i, pool: torch.Tensor = pool) -> torch.Tensor:
-                loc = pool[idx]
-                img = torch.full_like(loc, i)
-                return model.mask_head(dense.mask_feats, flat.params[i, loc], flat.locations[loc], flat.soi[loc],
-                                       img).sigmoid()
-
-            out.append({**qam_label(cand_boxes, scores[i, pool], mask_fn, boxes, targets[i]["classes"], areas,
-                                    self.sec.qam, MASK_STRIDE, grid), "teacher_scores": best[i]})
-        return out
+        return label_teacher_views(model, t_images, t_boxes, [t["classes"] for t in targets], t_geoms,
+                                   self.sec.pseudo_labeler, self.sec.qam, self.sec.bpma)
 
     @staticmethod
     def _candidate_pool(scores: torch.Tensor, levels: torch.Tensor, model: nn.Module) -> torch.Tensor:
-        """QAM's pre-NMS pool (SPEC §5.1): locations whose best class score > score_thresh, the top pre_nms_topk
-        of them per FPN level. -> location indices."""
-        mcfg = model.cfg
-        best = scores.max(1).values
-        keep = []
-        for lvl in torch.unique(levels).tolist():
-            idx = torch.nonzero((levels == lvl) & (best > mcfg.score_thresh)).flatten()
-            if idx.numel() > mcfg.pre_nms_topk:
-                idx = idx[best[idx].topk(mcfg.pre_nms_topk).indices]
-            keep.append(idx)
-        return torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long, device=scores.device)
+        return candidate_pool(scores, levels, model)
+
+
+def label_teacher_views(model: nn.Module, t_images: torch.Tensor, t_boxes: list[torch.Tensor],
+                        gt_classes: list[torch.Tensor], t_geoms: list[ViewGeometry], labeller: str,
+                        qam_cfg: QAMConfig, bpma_cfg: BPMAConfig) -> list[dict[str, torch.Tensor]]:
+    """Pseudo labels for the GT boxes of a batch of teacher views (docs/method.md "Quality-Aware Module",
+    "BoxTeacher's labeller"): one forward of `model` (the caller sets eval mode and no_grad), then
+    QAM (`labeller='qam'`) or BPMA (`'bpma'`) per image, in each view's frame at mask stride 4.
+
+    t_images (B,3,H,W) padded views; t_boxes[i] (G_i,4) and gt_classes[i] (G_i,) the GT boxes in view i's pixels
+    and their class indices; t_geoms[i] how view i was made from its original image (QAM's adaptive K reads the
+    box areas in original pixels through it). Per image: masks (G,H/4,W/4) soft, weights (G,), valid (G,),
+    teacher_scores (G,) (telemetry), plus QAM's k and num_candidates. Shared by teacher-student training and
+    `boxseg label`, so both label alike.
+    """
+    dense = model(t_images)
+    hp, wp = t_images.shape[-2:]
+    grid = (hp // MASK_STRIDE, wp // MASK_STRIDE)
+    flat = dense.flat()
+    scores = model.class_scores(flat)  # (B, L, C) IoU-aware box-scores
+    all_boxes = flat.boxes
+    # Telemetry: how close the labeller is to QAM's score gate on each GT object.
+    best = [best_gt_scores(all_boxes[i], scores[i], boxes, gt_classes[i]) for i, boxes in enumerate(t_boxes)]
+    out = []
+    if labeller == "bpma":
+        cand = model.decode(dense)
+        keep = model.nms_keep(cand.boxes, cand.scores, cand.classes)
+        det = model.select_and_segment(dense, cand, keep)
+        for i, boxes in enumerate(t_boxes):
+            n = int(det.num_dets[i])
+            out.append({**bpma_label(det.boxes[i, :n], det.scores[i, :n], det.masks[i, :n], boxes,
+                                     bpma_cfg, MASK_STRIDE), "teacher_scores": best[i]})
+        return out
+    for i, boxes in enumerate(t_boxes):
+        th, tw = t_geoms[i].size
+        pool = candidate_pool(scores[i], flat.levels, model)
+        cand_boxes = all_boxes[i, pool].clone()
+        cand_boxes[:, 0::2] = cand_boxes[:, 0::2].clamp(0, tw)
+        cand_boxes[:, 1::2] = cand_boxes[:, 1::2].clamp(0, th)
+        areas = t_geoms[i].boxes_to_original(boxes)
+        areas = (areas[:, 2] - areas[:, 0]).clamp_min(0) * (areas[:, 3] - areas[:, 1]).clamp_min(0)
+
+        def mask_fn(idx: torch.Tensor, i: int = i, pool: torch.Tensor = pool) -> torch.Tensor:
+            loc = pool[idx]
+            img = torch.full_like(loc, i)
+            return model.mask_head(dense.mask_feats, flat.params[i, loc], flat.locations[loc], flat.soi[loc],
+                                   img).sigmoid()
+
+        out.append({**qam_label(cand_boxes, scores[i, pool], mask_fn, boxes, gt_classes[i], areas,
+                                qam_cfg, MASK_STRIDE, grid), "teacher_scores": best[i]})
+    return out
+
+
+def candidate_pool(scores: torch.Tensor, levels: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """QAM's pre-NMS pool (SPEC §5.1): locations whose best class score > score_thresh, the top pre_nms_topk
+    of them per FPN level. -> location indices."""
+    mcfg = model.cfg
+    best = scores.max(1).values
+    keep = []
+    for lvl in torch.unique(levels).tolist():
+        idx = torch.nonzero((levels == lvl) & (best > mcfg.score_thresh)).flatten()
+        if idx.numel() > mcfg.pre_nms_topk:
+            idx = idx[best[idx].topk(mcfg.pre_nms_topk).indices]
+        keep.append(idx)
+    return torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long, device=scores.device)
 
 
 METHODS.setdefault("teacher_student", TeacherStudentMethod)
