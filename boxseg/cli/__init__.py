@@ -16,9 +16,10 @@ from boxseg import __version__
 COMMANDS: dict[str, str] = {
     "data": "Make synthetic COCO-format data (boxseg data synth).",
     "train": "Train a box-supervised instance segmentation model.",
-    "eval": "Evaluate a checkpoint or a trivial baseline with COCO mask and box AP.",
+    "eval": "Evaluate a checkpoint or a trivial baseline with COCO mask and box AP, or labels' masks.",
     "export": "Export a trained student to ONNX or TensorRT.",
     "predict": "Run a checkpoint or an exported model on images; write COCO JSON and overlays.",
+    "label": "Masks and quality scores for the boxes of a COCO dataset; a review page.",
     "bench": "Benchmark latency, ops, training throughput and ablations.",
     "demo": "The whole pipeline on built-in synthetic data: train, eval, export, predict, bench.",
 }

@@ -8,6 +8,11 @@ This is the one reader of COCO files: training, evaluation (`boxseg.eval.coco_ev
 too) and the exporter's checks all go through it, so pycocotools only ever sees validated segmentations
 (`boxseg.data.segmentation`). File names must stay inside the image folder unless `allow_outside_images`
 (or the environment variable BOXSEG_ALLOW_OUTSIDE_IMAGES=1, which `--allow-outside-images` sets) says otherwise.
+
+Label files written by `boxseg label` add three fields per annotation (`LABEL_FIELDS`): `boxseg_quality` (the mask's
+quality w in [0, 1]), `boxseg_valid` (false: no usable mask) and `boxseg_source`. The reader checks them, lets an
+invalid label go without a segmentation (its box still trains detection; its mask reads as empty) and hands
+`mask_quality` / `mask_valid` to mask-supervised training (`has_labels`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from boxseg.data.segmentation import segmentation_problem
 ANNOTATIONS_FILE = "annotations.json"
 IMAGES_DIR = "images"
 ALLOW_OUTSIDE_ENV = "BOXSEG_ALLOW_OUTSIDE_IMAGES"
+LABEL_FIELDS = ("boxseg_quality", "boxseg_valid", "boxseg_source")
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -246,6 +252,7 @@ class CocoDataset:
                   "boxes_dropped_degenerate": 0, "boxes_dropped_outside": 0, "crowd_skipped": 0,
                   "images_without_boxes": 0}
         self._anns: list[list[dict]] = [[] for _ in self._images]
+        self.has_labels = False  # any annotation carries boxseg_quality / boxseg_valid (a `boxseg label` file)
         seen: set[int] = set()
         for pos, a in enumerate(anns):
             aid = self._field("annotation", a, pos, "id", _is_int, "an integer")
@@ -266,8 +273,9 @@ class CocoDataset:
             if crowd not in (0, 1, True, False):
                 raise DataError(f"{f}: annotation id={aid}: field 'iscrowd' must be 0 or 1, got {crowd!r}")
             info = self._images[self._image_index[iid]]
+            quality, valid = self._label_fields(a, aid)
             if self.with_masks:
-                self._check_mask_fields(a, aid, info)
+                self._check_mask_fields(a, aid, info, valid)
             if crowd:
                 report["crowd_skipped"] += 1
                 continue
@@ -290,12 +298,27 @@ class CocoDataset:
             report["boxes"] += 1
             self._anns[self._image_index[iid]].append(
                 {"id": aid, "box": (x0, y0, x1, y1), "cls": self._cat_index[cid],
-                 "segmentation": a.get("segmentation")})
+                 "segmentation": a.get("segmentation"), "quality": quality, "valid": valid})
         report["images_without_boxes"] = sum(1 for lst in self._anns if not lst)
         self.report: dict[str, int] = report
 
-    def _check_mask_fields(self, a: dict, aid: int, info: dict) -> None:
+    def _label_fields(self, a: dict, aid: int) -> tuple[float, bool]:
+        """(boxseg_quality, boxseg_valid) of a `boxseg label` annotation; (1.0, True) for a plain one."""
         f = self.ann_file
+        quality, valid = a.get("boxseg_quality", 1.0), a.get("boxseg_valid", True)
+        if "boxseg_quality" in a or "boxseg_valid" in a:
+            self.has_labels = True
+        if not (_is_number(quality) and 0.0 <= quality <= 1.0):
+            raise DataError(f"{f}: annotation id={aid}: field 'boxseg_quality' must be a number in [0, 1], got "
+                            f"{quality!r}")
+        if not isinstance(valid, bool):
+            raise DataError(f"{f}: annotation id={aid}: field 'boxseg_valid' must be true or false, got {valid!r}")
+        return float(quality), valid
+
+    def _check_mask_fields(self, a: dict, aid: int, info: dict, valid: bool = True) -> None:
+        f = self.ann_file
+        if "segmentation" not in a and not valid:
+            return  # an invalid `boxseg label` label: the box without a mask (it reads as an empty mask)
         if "segmentation" not in a:
             raise DataError(f"{f}: annotation id={aid}: missing field 'segmentation' (masks were requested: "
                             f"expected polygons or an RLE object)")
@@ -391,6 +414,8 @@ class CocoDataset:
         out = np.zeros((len(self._anns[i]), h, w), dtype=bool)
         for k, a in enumerate(self._anns[i]):
             seg = a["segmentation"]
+            if seg is None and not a["valid"]:
+                continue  # an invalid label without a mask: empty, and mask_valid says to ignore it
             # Checked again here: a dataset read without masks never validated its segmentations.
             problem = segmentation_problem(seg, h, w)
             if problem:
@@ -405,6 +430,17 @@ class CocoDataset:
             out[k] = mask_utils.decode(rle).astype(bool)
         return out
 
+    def label_weights(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(boxseg_quality float32 (n,), boxseg_valid bool (n,)) of image i in annotation order; 1 and true for
+        annotations without the fields."""
+        anns = self._anns[i]
+        return (np.asarray([a["quality"] for a in anns], dtype=np.float32).reshape(-1),
+                np.asarray([a["valid"] for a in anns], dtype=bool).reshape(-1))
+
+    def annotation_ids(self, i: int) -> list[int]:
+        """COCO ids of image i's annotations in the order of `targets(i)` / `load_masks(i)`."""
+        return [a["id"] for a in self._anns[i]]
+
     def __getitem__(self, i: int) -> dict:
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} images")
@@ -415,6 +451,8 @@ class CocoDataset:
                 "file_name": info["file_name"]}
         if self.with_masks:
             item["masks"] = self.load_masks(i)
+            if self.has_labels:
+                item["mask_quality"], item["mask_valid"] = self.label_weights(i)
         return item
 
     def check_images(self) -> None:

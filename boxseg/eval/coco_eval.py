@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from boxseg.data.coco import CocoDataset, load_json
+from boxseg.data.errors import DataError
 from boxseg.data.segmentation import segmentation_problem
 
 METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -45,6 +46,13 @@ def load_gt(gt: str | Path | COCO | dict, verbose: bool = False, *, with_masks: 
         source = "ground truth"
     # Evaluation opens no image file, so file names are not confined here (the CLI's own reader checks them).
     CocoDataset.from_data(data, source, with_masks=with_masks, allow_outside_images=True)
+    if with_masks:
+        # The reader lets an invalid `boxseg label` label go without a mask (a training input); mask AP needs one.
+        bare = next((a for a in data["annotations"] if "segmentation" not in a), None)
+        if bare is not None:
+            raise DataError(f"{source}: annotation id={bare['id']} has no 'segmentation' (a `boxseg label` label "
+                            "marked invalid); mask AP needs a mask for every ground-truth annotation. Evaluate "
+                            "labels against their dataset with `boxseg eval --data DIR --labels FILE`")
     sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
     for a in data["annotations"]:
         a.setdefault("iscrowd", 0)

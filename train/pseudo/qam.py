@@ -165,6 +165,17 @@ def qam_label(
             weights = valid.float()  # Table 4 "BQR+QMF": Eq. 2 fusion without MQS, weight 1
 
     valid = valid & ~degenerate
+    masks, weights, valid = clean_up(masks, weights, valid, gt_boxes, cfg, mask_stride)
+    out.update(masks=masks, weights=weights, valid=valid)
+    return out
+
+
+def clean_up(masks: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor, gt_boxes: torch.Tensor,
+             cfg: QAMConfig, mask_stride: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BoxCaseg's clean-up of one image's labels (`qam.overlap_resolution`, `qam.box_agreement`), then invalid
+    labels zeroed. masks (G,h,w) on a grid of stride `mask_stride` over gt_boxes' frame (1: the boxes' own
+    pixels). Returns (masks, weights, valid)."""
+    g = gt_boxes.shape[0]
     if cfg.overlap_resolution == "smaller_wins":
         masks = _smaller_wins(masks, gt_boxes, valid, cfg.tau_pixel)
     if cfg.box_agreement != "off" and g > 0:
@@ -176,5 +187,4 @@ def qam_label(
             weights = weights * agree
     weights = torch.where(valid, weights, torch.zeros_like(weights))
     masks = torch.where(valid[:, None, None], masks, torch.zeros_like(masks))
-    out.update(masks=masks, weights=weights, valid=valid)
-    return out
+    return masks, weights, valid
