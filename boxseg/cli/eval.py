@@ -1,4 +1,5 @@
-"""`boxseg eval`: COCO mask and box AP of a checkpoint or of a trivial baseline."""
+"""`boxseg eval`: COCO mask and box AP of a checkpoint or of a trivial baseline; with `--labels`, the quality of
+a `boxseg label` file's masks against the dataset's GT masks (boxseg.eval.labels)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ def resolve_data(data: str) -> Path:
               help="Score a trivial predictor built from the GT boxes.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Score a trained checkpoint.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Measure a `boxseg label` file (OUT/annotations.json) against --data's GT masks: mean IoU "
+                   "(overall, per size), mask AP scored by w, Spearman(w, IoU), mean IoU against a w cut.")
+@click.option("--cuts", default=None, metavar="T1,T2,...",
+              help="w cuts of the --labels curve (default 0, 0.05, ..., 0.95).")
+@click.option("--report-dir", type=click.Path(file_okay=False), default=None,
+              help="Where --labels writes label_eval.json and label_eval.png (default: the labels' folder).")
 @click.option("--device", default="cpu", show_default=True, help="Device for --checkpoint.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--score-thr", type=Threshold(0, 1), default=0.05, show_default=True)
@@ -32,10 +40,14 @@ def resolve_data(data: str) -> Path:
 @click.option("--allow-outside-images", is_flag=True,
               help="Let image file_names be absolute or climb out of the image folder with '..'.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def cli(data: str, baseline: str | None, checkpoint: str | None, device: str, batch_size: int, score_thr: float,
-        per_category: bool, allow_outside_images: bool, as_json: bool) -> None:
-    if (baseline is None) == (checkpoint is None):
-        raise click.UsageError("give exactly one of --baseline or --checkpoint")
+def cli(data: str, baseline: str | None, checkpoint: str | None, labels: str | None, cuts: str | None,
+        report_dir: str | None, device: str, batch_size: int, score_thr: float, per_category: bool,
+        allow_outside_images: bool, as_json: bool) -> None:
+    if sum(x is not None for x in (baseline, checkpoint, labels)) != 1:
+        raise click.UsageError("give exactly one of --baseline, --checkpoint or --labels")
+    if labels is not None:
+        _eval_labels(data, labels, cuts, report_dir, as_json)
+        return
     from boxseg.data.coco import CocoDataset, format_report
     from boxseg.data.errors import DataError
     from boxseg.eval.coco_eval import IOU_TYPES, evaluate, format_table, load_gt, scored_instances
@@ -81,3 +93,27 @@ def cli(data: str, baseline: str | None, checkpoint: str | None, device: str, ba
             cells = "  ".join(f"{k} {'-' if v is None else format(v, '.1f')}"
                               for k, v in (result["per_category"][t] or {}).items())
             click.echo(f"{t} AP per category: {cells}")
+
+
+def _eval_labels(data: str, labels: str, cuts: str | None, report_dir: str | None, as_json: bool) -> None:
+    from boxseg.data.errors import DataError
+    from boxseg.eval.labels import DEFAULT_CUTS, evaluate_labels, format_label_report, write_label_report
+
+    values = DEFAULT_CUTS
+    if cuts is not None:
+        try:
+            values = tuple(float(v) for v in cuts.split(",") if v.strip())
+        except ValueError:
+            values = ()
+        if not values or not all(0.0 <= v <= 1.0 for v in values):
+            raise click.UsageError(f"--cuts {cuts!r}: expected comma-separated numbers in [0, 1], e.g. 0.5,0.7,0.9")
+    try:
+        result = evaluate_labels(resolve_data(data), labels, values)
+    except DataError as e:
+        raise click.ClickException(str(e)) from e
+    result["report"] = write_label_report(result, report_dir or Path(labels).parent)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+        return
+    click.echo(format_label_report(result))
+    click.echo(f"report: {result['report']['json']} and {result['report']['png']}")
