@@ -94,6 +94,10 @@ def augment(record: dict[str, Any], cfg: InputConfig, rng: np.random.Generator, 
     }
     if masks is not None:
         out["masks"] = masks
+        # Per-object label quality and validity of a `boxseg label` dataset: geometry does not change them.
+        for key in ("mask_quality", "mask_valid"):
+            if key in record:
+                out[key] = torch.as_tensor(record[key]).reshape(-1)
     return out
 
 
@@ -213,6 +217,9 @@ def collate(samples: Sequence[dict[str, Any]], size_divisor: int = 32) -> dict[s
             padded = m.new_zeros((m.shape[0], hmax, wmax))
             padded[:, :h, :w] = m
             t["masks"] = padded
+        for key in ("mask_quality", "mask_valid"):
+            if key in s:
+                t[key] = s[key]
         targets.append(t)
     batch = {
         "images": images,

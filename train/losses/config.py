@@ -98,6 +98,9 @@ class LossConfig:
     pairwise_warmup_iters: int = 10000
     bottom_pixels_removed: int = 10  # COCO annotation artefact (SPEC §3.2); in original-image pixels
     gt_mask_weight: float = 1.0  # Dice on GT masks in the "condinst" mode
+    # "condinst" mode on a `boxseg label` dataset: each object's Dice is weighted by its boxseg_quality (BoxSeg
+    # Eq. 1 with the label's w). Invalid labels are ignored either way; plain COCO masks carry no quality.
+    label_quality_weight: bool = True
     # Teacher pseudo masks (SPEC §3.3), used when targets carry `pseudo_masks`
     mask_sup: MaskSupConfig = field(default_factory=MaskSupConfig)
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from boxseg.train.losses.boxinst import boxinst_losses, image_color_similarity, valid_region
 from boxseg.train.losses.config import LossConfig
+from boxseg.train.losses.dice import weighted_dice_loss
 from boxseg.train.losses.fcos import assign_targets, fcos_losses
 from boxseg.train.losses.mask_sup import PseudoMaskLoss, QualityMaskLoss, downsample_masks, gt_mask_loss
 from boxseg.train.losses.proposals import Proposals, select_proposals
@@ -64,7 +65,8 @@ class Criterion:
         if cfg.mask_loss == "boxinst":
             losses.update(self._boxinst(mask_logits, gt_boxes, props, batch, iteration))
         else:
-            losses["loss_mask"] = cfg.gt_mask_weight * self._gt_masks(mask_logits, props, targets)
+            losses["loss_mask"] = cfg.gt_mask_weight * self._gt_masks(mask_logits, props, targets,
+                                                                      cfg.label_quality_weight)
         if any("pseudo_masks" in t for t in targets):
             losses.update(self.mask_supervision(mask_logits, props, targets, iteration))
         return losses
@@ -99,8 +101,12 @@ class Criterion:
         return {"loss_proj": cfg.proj_weight * loss_proj, "loss_pair": cfg.pairwise_weight * warm * loss_pair}
 
     @staticmethod
-    def _gt_masks(mask_logits: torch.Tensor, props: Proposals, targets: list[dict[str, torch.Tensor]]
-                  ) -> torch.Tensor:
+    def _gt_masks(mask_logits: torch.Tensor, props: Proposals, targets: list[dict[str, torch.Tensor]],
+                  quality_weight: bool = True) -> torch.Tensor:
+        """Dice on the targets' masks. With `boxseg label` masks (targets carry `mask_valid`, `mask_quality`):
+        sum_p w_g(p) * Dice_p / N over the samples p whose object has a valid label with w > 0 (BoxSeg Eq. 1, the
+        label's w in place of the teacher's; N counts those samples), so an invalid or weight-0 object adds
+        nothing, to the sum or to N. `quality_weight=False` keeps w = 1 for every valid label."""
         if len(props) == 0:
             return mask_logits.sum() * 0.0
         h4, w4 = mask_logits.shape[-2:]
@@ -117,7 +123,17 @@ class Criterion:
         counts = torch.tensor([m.shape[0] for m in per_image], device=mask_logits.device)
         offsets = torch.cumsum(counts, 0) - counts
         all_masks = torch.cat(per_image)
-        return gt_mask_loss(mask_logits, all_masks[offsets[props.img_idx] + props.gt_idx])
+        gt_idx = offsets[props.img_idx] + props.gt_idx
+        if not any("mask_valid" in t for t in targets):
+            return gt_mask_loss(mask_logits, all_masks[gt_idx])  # plain GT masks (COCO): unchanged
+        dev = mask_logits.device
+        valid = torch.cat([t["mask_valid"].to(dev).bool().reshape(-1) if "mask_valid" in t
+                           else torch.ones(m.shape[0], dtype=torch.bool, device=dev)
+                           for t, m in zip(targets, per_image)])
+        weight = torch.cat([t["mask_quality"].to(dev).float().reshape(-1) if quality_weight and "mask_quality" in t
+                            else torch.ones(m.shape[0], device=dev) for t, m in zip(targets, per_image)])
+        keep = valid[gt_idx] & (weight[gt_idx] > 0)
+        return weighted_dice_loss(mask_logits.sigmoid(), all_masks[gt_idx], weight[gt_idx], keep)
 
     def mask_supervision(self, mask_logits: torch.Tensor, props: Proposals, targets: list[dict[str, torch.Tensor]],
                          iteration: int) -> dict[str, torch.Tensor]:
