@@ -142,3 +142,10 @@ def test_shape_labellers_need_no_checkpoint_and_copy_images(tmp_path: Path, labe
         want = box_mask(a["bbox"], 64, 64, "ellipse")
         assert np.array_equal(mask_utils.decode(a["segmentation"]).astype(bool), want)
         assert a["boxseg_quality"] == 1.0
+
+
+def test_bpma_labeller(tmp_path: Path, label_data: Path, checkpoint: Path):
+    s = _label("--checkpoint", str(checkpoint), "--data", str(label_data), "--out", str(tmp_path / "b"),
+               "--labeller", "bpma", "--tta", "flip")
+    assert set(s["sources"]) <= {"bpma", "none"} and s["annotations"] == 23
+    assert all(_inside_box(a) for a in _anns(tmp_path / "b") if a["boxseg_valid"])
