@@ -52,7 +52,8 @@ def test_dataclass_defaults_and_presets_are_the_spec_values_and_the_overlay_the_
                 0.5, 10000, "binary"), name
             assert (p.teacher.input.short, p.teacher.input.max) == (800, 1333), name
     small = load_config("boxinst", "synthetic_cpu")
-    assert max(small.input.train_scales) <= 400 and small.input.test_size == 320
+    # The CPU protocol: the bench split at 192 px, the teacher view at the same size.
+    assert max(small.input.train_scales) <= 400 and small.input.test_size == small.teacher.input.short == 192
     assert small.solver.max_iter <= 3000 and small.solver.warmup_iters < small.solver.steps[0] < small.solver.max_iter
     assert small.loss.pairwise_warmup_iters < small.solver.steps[0] and small.runtime.threads == 2
     assert small.model.fpn_channels < 256 and small.model.head_convs < 4 and small.model.pretrained is True
