@@ -38,6 +38,9 @@ TELEMETRY_KEYS = ("pseudo_valid_frac", "pseudo_iou", "w_mean", "teacher_score_p5
 # compute them, is not a dependency of the package). Above 30 the normal quantile 1.96 is within 2%.
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+# Rows that are two steps: label the train split with one preset's checkpoint of the same seed (`boxseg label`),
+# then train another preset on those labels with the same protocol (issue: masks for your boxes, BoxCaseg-style).
+DERIVED = {"label+condinst": ("boxseg", "condinst")}
 KEYS = ["preset"]
 PLOT = {"kind": "bar", "x": "preset", "y": ["AP_mean", "AP50_mean", "AP75_mean"],
         "title": "mask AP on the synthetic bench split (mean over seeds)", "ylabel": "mask AP (%)"}
@@ -145,13 +148,13 @@ def data_split(data: Path) -> str | None:
 
 
 def run_config(preset: str, config: str | None, seed: int, data: Path, run_dir: Path, iters: int | None,
-               device: str, threads: int, overrides: list[str]) -> Any:
+               device: str, threads: int, overrides: list[str], train_dir: Path | None = None) -> Any:
     from boxseg.train.config import apply_override, load_config
     from boxseg.train.schedule import scale_schedule
 
     cfg = load_config(preset, config, overrides=[
-        f"data.train_dir={json.dumps(str(data / 'train'))}", f"data.val_dir={json.dumps(str(data / 'val'))}",
-        f"runtime.out_dir={json.dumps(str(run_dir))}", f"runtime.seed={seed}", f"runtime.device={device}",
+        f"data.train_dir={json.dumps(str(train_dir or data / 'train'))}",
+        f"data.val_dir={json.dumps(str(data / 'val'))}", f"runtime.out_dir={json.dumps(str(run_dir))}", f"runtime.seed={seed}", f"runtime.device={device}",
         f"runtime.threads={threads}", "runtime.progress=false",
     ])
     if iters is not None:
@@ -177,11 +180,13 @@ def config_fingerprint(cfg: Any) -> str:
 
 
 def train_and_evaluate(preset: str, config: str | None, seed: int, data: Path, out: Path, iters: int | None,
-                       device: str, threads: int, overrides: list[str], log: Any) -> dict[str, Any]:
-    """One run, or its saved result when ``result.json`` exists."""
-    run_dir = out / "runs" / preset / f"seed{seed}"
+                       device: str, threads: int, overrides: list[str], log: Any, train_dir: Path | None = None,
+                       name: str | None = None) -> dict[str, Any]:
+    """One run, or its saved result when ``result.json`` exists. ``train_dir`` replaces the split's train folder
+    and ``name`` the row (and run folder) name, for derived rows."""
+    run_dir = out / "runs" / (name or preset) / f"seed{seed}"
     result_path = run_dir / "result.json"
-    cfg = run_config(preset, config, seed, data, run_dir, iters, device, threads, overrides)
+    cfg = run_config(preset, config, seed, data, run_dir, iters, device, threads, overrides, train_dir)
     fingerprint = config_fingerprint(cfg)
     if result_path.is_file():
         saved = json.loads(result_path.read_text())
@@ -206,7 +211,7 @@ def train_and_evaluate(preset: str, config: str | None, seed: int, data: Path, o
     else:
         segm, bbox, teacher_ap = final["segm"], final["bbox"], final.get("teacher_AP")
     aps = [e["segm"]["AP"] for e in evals]
-    result = {"preset": preset, "seed": seed, "iterations": cfg.solver.max_iter, "train_seconds": train_s,
+    result = {"preset": name or preset, "seed": seed, "iterations": cfg.solver.max_iter, "train_seconds": train_s,
               "config_fingerprint": fingerprint, "checkpoint": summary["checkpoint"], "segm": segm, "bbox": bbox,
               "teacher_AP": teacher_ap,
               "converged": abs(aps[-1] - aps[-2]) < CONVERGED_AP if len(aps) >= 2 else None,
@@ -219,6 +224,19 @@ def train_and_evaluate(preset: str, config: str | None, seed: int, data: Path, o
         + (f", teacher mask AP {teacher_ap:.2f}" if teacher_ap is not None else "")
         + (f", converged: {result['converged']}" if result["converged"] is not None else ""))
     return result
+
+
+def label_split(checkpoint: Path, split: Path, out: Path, device: str, log: Any) -> Path:
+    """`boxseg label` of a split with a checkpoint (QAM through its EMA teacher), reused when already written."""
+    if (out / "annotations.json").is_file():
+        log(f"bench ablation: reusing the labels in {out}")
+        return out
+    from boxseg.train.label import LabelOptions, label_dataset
+
+    log(f"bench ablation: labelling {split} with {checkpoint} into {out}")
+    summary = label_dataset(split, out, checkpoint, LabelOptions(device=device), resume=True, progress=False)
+    log(f"  labelled: {json.dumps({k: v for k, v in summary.items() if isinstance(v, (int, float))})}")
+    return out
 
 
 def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -276,8 +294,16 @@ def run_ablation(presets: list[str], config: str | None, seeds: int, iters: int 
     per_preset: dict[str, list[dict[str, Any]]] = {}
     for preset in presets:
         for seed in range(seeds):
-            per_preset.setdefault(preset, []).append(
-                train_and_evaluate(preset, config, seed, data, out, iters, device, threads, overrides, say))
+            if preset in DERIVED:
+                source, target = DERIVED[preset]
+                src = train_and_evaluate(source, config, seed, data, out, iters, device, threads, overrides, say)
+                labels = label_split(Path(src["checkpoint"]), data / "train",
+                                     out / "labels" / source / f"seed{seed}", device, say)
+                result = train_and_evaluate(target, config, seed, data, out, iters, device, threads, overrides, say,
+                                            train_dir=labels, name=preset)
+            else:
+                result = train_and_evaluate(preset, config, seed, data, out, iters, device, threads, overrides, say)
+            per_preset.setdefault(preset, []).append(result)
     rows = [aggregate(p, res) for p, res in per_preset.items()]
     add_paired_differences(rows, per_preset)
     rows += [aggregate(f"{kind} baseline", [m], kind="baseline") for kind, m in baseline_metrics(data).items()]
@@ -304,7 +330,7 @@ def protocol(preset: str, overlay: str | None, iters: int | None, overrides: lis
     from boxseg.train.config import load_config
     from boxseg.train.schedule import scale_schedule
 
-    cfg = load_config(preset, overlay, overrides)
+    cfg = load_config(DERIVED.get(preset, (preset,))[-1], overlay, overrides)
     if iters is not None:
         cfg = scale_schedule(cfg, iters)
     return {"max_iter": cfg.solver.max_iter, "ims_per_batch": cfg.solver.ims_per_batch, "lr": cfg.solver.lr,
@@ -323,7 +349,8 @@ def parse_presets(text: str) -> list[str]:
         raise click.BadParameter("no preset given", param_hint="--presets")
     for name in names:
         try:
-            preset_path(name)
+            for part in DERIVED.get(name, (name,)):
+                preset_path(part)
         except ConfigError as exc:
             raise click.BadParameter(str(exc), param_hint="--presets") from exc
     return names
@@ -336,7 +363,7 @@ def check_config(presets: list[str], overlay: str | None, overrides: list[str]) 
     from boxseg.cli import check_overrides
 
     check_overrides(overrides)
-    for preset in presets:
+    for preset in (p for name in presets for p in DERIVED.get(name, (name,))):
         try:
             load_config(preset, overlay, overrides)
         except ConfigError as exc:
@@ -345,7 +372,8 @@ def check_config(presets: list[str], overlay: str | None, overrides: list[str]) 
 
 @click.command("ablation", help="Train presets over seeds on the synthetic bench split; AP table and chart.")
 @click.option("--presets", "presets_text", default=DEFAULT_PRESETS, show_default=True,
-              help="Comma-separated training presets.")
+              help="Comma-separated training presets, and label+condinst (label the train split with the boxseg "
+                   "run of the same seed, then train condinst on those labels).")
 @click.option("--config", "config", default="synthetic_cpu", show_default=True,
               help="Config overlay (YAML file or shipped name) applied over every preset; 'none' for the bare "
                    "presets (their COCO recipe).")

@@ -131,3 +131,26 @@ def test_paired_difference_with_its_t_interval() -> None:
     assert format_difference(d) == f"+2.0 [{2.0 - half:+.1f}, {2.0 + half:+.1f}]"
     one = paired_difference({0: 5.0, 3: 1.0}, {0: 4.0})  # only seed 0 is paired
     assert (one["n"], one["mean"], one["lo"]) == (1, 1.0, None) and format_difference(one) == "+1.0"
+
+
+def test_label_then_train_row(tmp_path: Path) -> None:
+    """label+condinst: the boxseg run of the same seed labels the train split, then condinst trains on the labels;
+    the row reads that run and the labels keep every training annotation."""
+    from boxseg.data.synth import generate_bench
+
+    data = tmp_path / "split"
+    generate_bench(data, size=(64, 64), num_train=4, num_val=2, progress=False)
+    out = tmp_path / "out"
+    tiny = [*TINY, "teacher.input.short=64", "teacher.input.max=128"]
+    r = CliRunner().invoke(main, ["bench", "ablation", "--presets", "label+condinst", "--seeds", "1", "--iters", "1",
+                                  "--data", str(data), "--out", str(out), "--json", *tiny], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [row["preset"] for row in doc["rows"] if row["kind"] == "trained"] == ["label+condinst"]
+    assert (out / "runs" / "boxseg" / "seed0" / "result.json").is_file()
+    result = json.loads((out / "runs" / "label+condinst" / "seed0" / "result.json").read_text())
+    assert result["preset"] == "label+condinst"
+    labels = json.loads((out / "labels" / "boxseg" / "seed0" / "annotations.json").read_text())
+    source = json.loads((data / "train" / "annotations.json").read_text())
+    assert [a["id"] for a in labels["annotations"]] == [a["id"] for a in source["annotations"]]
+    assert all("boxseg_valid" in a for a in labels["annotations"])
