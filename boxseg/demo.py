@@ -6,6 +6,7 @@ Stages, in order (each uses the other parts' Python APIs; none is re-implemented
   baselines  mask AP of box-fill and ellipse masks on val     boxseg.eval.baselines
   train      the preset (default ``boxseg``), briefly, on CPU boxseg.train.loop.Trainer
   eval       mask and box AP of the trained student on val    boxseg.train.evaluate.evaluate_checkpoint
+  label      masks for the val boxes, scored against GT       boxseg.train.label, boxseg.eval.labels
   export     ONNX with verification against PyTorch           boxseg.export.api.export
   predict    the runtime on the val images: overlays + AP     boxseg.runtime.Predictor
   bench      latency of torch / ONNX Runtime / the runtime    boxseg.bench.latency
@@ -247,6 +248,25 @@ def stage_eval(ctx: DemoContext) -> dict[str, Any]:
     return {**metrics, "ellipse_in_own_boxes": own}
 
 
+def stage_label(ctx: DemoContext) -> dict[str, Any]:
+    """`boxseg label` of the val split with the trained checkpoint (QAM through its EMA teacher when it has one),
+    scored against the val GT masks: the masks' mean IoU and how well their quality w ranks them."""
+    from boxseg.eval.labels import evaluate_labels
+    from boxseg.train.label import LabelOptions, label_dataset
+
+    ckpt = ctx.output("train")["checkpoint"]  # type: ignore[index]
+    out = ctx.out / "labels"
+    label_dataset(_val_dir(ctx), out, ckpt, LabelOptions(device=ctx.settings.device), overwrite=True,
+                  progress=False)
+    result = evaluate_labels(_val_dir(ctx), out / "annotations.json", mask_ap=False)
+    ctx.artefacts["labels"] = str(out / "annotations.json")
+    miou, rho = result["miou"], result["spearman_w_iou"]
+    ctx.log(f"labels of the val boxes: mean IoU {'-' if miou is None else f'{miou:.3f}'} over {result['valid']} "
+            f"valid masks of {result['annotations']}, Spearman(w, IoU) {'-' if rho is None else f'{rho:.3f}'}")
+    return {"miou": miou, "valid": result["valid"], "annotations": result["annotations"],
+            "miou_all": result["miou_all"], "spearman_w_iou": rho}
+
+
 def stage_export(ctx: DemoContext) -> dict[str, Any]:
     api = import_or_not_built("boxseg.export.api")
     import_or_not_built("boxseg.export.onnx")
@@ -330,6 +350,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("baselines", "box-fill / ellipse baselines", ("boxseg.eval.baselines",), ("data",), stage_baselines),
     Stage("train", "train", ("boxseg.train.loop",), ("data",), stage_train),
     Stage("eval", "evaluate the student", ("boxseg.train.evaluate",), ("data", "train"), stage_eval),
+    Stage("label", "label the val boxes", ("boxseg.train.label",), ("data", "train"), stage_label),
     Stage("export", "export ONNX + verify", ("boxseg.export.api", "boxseg.export.onnx"), ("data", "train"),
           stage_export),
     Stage("predict", "runtime predict + overlays", ("boxseg.runtime",), ("data", "export"), stage_predict),
@@ -417,5 +438,6 @@ def build_summary(ctx: DemoContext, seconds: float, failed: str | None) -> dict[
         "mask_ap": ap,
         "export": {k: v for k, v in (ctx.output("export") or {}).items() if k != "verification"} or None,
         "latency": (ctx.output("bench") or {}).get("rows"),
+        "labels": ctx.output("label"),
         "artefacts": artefacts,
     }

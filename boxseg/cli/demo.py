@@ -78,6 +78,13 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"  {'':<{w}}" + "".join(f"{c:>7}" for c in cols))
         for name in names:
             lines.append(f"  {name:<{w}}" + "".join(f"{_cell(s['mask_ap'][name].get(c)):>7}" for c in cols))
+    if s.get("labels"):
+        lab = s["labels"]
+        rho = lab.get("spearman_w_iou")
+        miou = lab.get("miou")
+        lines += ["", (f"  labels for the val boxes (boxseg label): mean IoU with GT "
+                       f"{'-' if miou is None else f'{miou:.3f}'} over {lab.get('valid')} of "
+                       f"{lab.get('annotations')} boxes, Spearman(w, IoU) {'-' if rho is None else f'{rho:.2f}'}")]
     if s.get("export"):
         e = s["export"]
         lines += ["", f"  ONNX: {e['size_mb']:.1f} MB, verified against PyTorch: {'yes' if e['verified'] else 'no'}"]

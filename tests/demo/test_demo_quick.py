@@ -27,7 +27,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
 def test_every_built_stage_succeeds(quick: tuple[dict, str, Path]) -> None:
     summary, _, _ = quick
     status = {s["name"]: s["status"] for s in summary["stages"]}
-    assert list(status) == ["data", "baselines", "train", "eval", "export", "predict", "bench"]
+    assert list(status) == ["data", "baselines", "train", "eval", "label", "export", "predict", "bench"]
     assert summary["ok"] and summary["failed_stage"] is None
     for name in REQUIRED:
         assert status[name] == "ok"
@@ -82,3 +82,15 @@ def test_mask_ap_next_to_baselines(quick: tuple[dict, str, Path]) -> None:
 def test_quick_plan_is_small(quick: tuple[dict, str, Path]) -> None:
     plan = quick[0]["settings"]["plan"]
     assert plan["train_images"] <= 32 and plan["iters"] <= 40 and plan["size"] <= 192
+
+
+def test_label_stage_scores_the_val_labels(quick: tuple[dict, str, Path]) -> None:
+    summary, _, _ = quick
+    status = {s["name"]: s["status"] for s in summary["stages"]}
+    if status["label"] != "ok":
+        return
+    lab = summary["labels"]
+    labels = json.loads(Path(summary["artefacts"]["labels"]).read_text())
+    assert lab["annotations"] == len(labels["annotations"]) > 0
+    assert lab["valid"] == sum(a["boxseg_valid"] for a in labels["annotations"])
+    assert lab["miou"] is None or 0.0 <= lab["miou"] <= 1.0
