@@ -4,8 +4,8 @@ One config system: every section is a dataclass, a preset is a YAML file holding
 dataclass defaults (``configs/<preset>.yaml``, which names its ``method``), an overlay is a YAML without a
 ``method`` applied over a preset (``--config``; ``configs/synthetic_cpu.yaml`` sizes any preset for the synthetic
 data on a small CPU), and command-line overrides are applied last. The dataclass defaults and the presets hold the
-SPEC (COCO) recipe. Values are type-checked against the dataclass field annotations, so a typo or a wrong type
-fails before training starts.
+COCO recipe (docs/method.md "COCO recipe"). Values are type-checked against the dataclass field annotations, so a
+typo or a wrong type fails before training starts.
 
 The engine never branches on the preset name; it reads ``method`` and the section values. New sections (the
 teacher-student keys) are added as new dataclass fields of :class:`TrainConfig`; loading, overrides, type checks
@@ -43,7 +43,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class SolverConfig:
-    """SGD with linear warm-up and step decay (SPEC §11, §16.2). Defaults are the COCO 3x schedule."""
+    """SGD with linear warm-up and step decay (docs/method.md "COCO recipe"). Defaults are the COCO 3x schedule."""
 
     optimizer: Literal["sgd"] = "sgd"
     lr: float = 0.01
@@ -63,7 +63,7 @@ class SolverConfig:
 
 @dataclass
 class InputConfig:
-    """Geometric augmentation of the training input and the test-time size (SPEC §4.3; COCO defaults)."""
+    """Geometric augmentation of the training input and the test-time size (docs/method.md "COCO recipe")."""
 
     train_scales: tuple[int, ...] = (640, 672, 704, 736, 768, 800)  # shorter side, one drawn per image
     train_max_size: int = 1333  # longer side cap
@@ -109,7 +109,7 @@ class TrainConfig:
     input: InputConfig = field(default_factory=InputConfig)
     data: DataConfig = field(default_factory=DataConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    # Teacher-student sections (SPEC §16.2 names); read only by the teacher-student methods.
+    # Teacher-student sections (docs/method.md "Configuration keys"); read only by the teacher-student methods.
     pseudo_labeler: str = "qam"
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentAugConfig = field(default_factory=StudentAugConfig)

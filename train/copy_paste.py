@@ -1,8 +1,9 @@
-"""Peer-assisted Copy-paste (SPEC §6): a FIFO memory bank of peer tutors and the paste onto student images.
+"""Peer-assisted Copy-paste (BoxSeg Alg. 1; docs/method.md "Peer-assisted Copy-paste"): a FIFO memory bank of peer
+tutors and the paste onto student images.
 
-Pipeline position (SPEC §6.4 item 7): the bank is filled from the teacher view and the teacher's pseudo labels;
-pastes happen in the student frame after the geometric augmentation and the mapping of pseudo labels, before the
-photometric augmentation. The teacher never sees the composite.
+Pipeline position (docs/method.md "One teacher-student iteration"): the bank is filled from the teacher view and the
+teacher's pseudo labels; pastes happen in the student frame after the geometric augmentation and the mapping of
+pseudo labels, before the photometric augmentation. The teacher never sees the composite.
 
 Targets of one student image (all in the student frame, full resolution):
     boxes (n,4) xyxy, classes (n,), pseudo_masks (n,H,W) float in [0,1], pseudo_weights (n,), pseudo_valid (n,)
@@ -41,12 +42,13 @@ class Tutor:
 
 
 class MemoryBank:
-    """FIFO bank of at most `capacity` tutors (SPEC §6.2): push appends, and the oldest entry leaves when full."""
+    """FIFO bank of at most `capacity` tutors (docs/method.md "Peer-assisted Copy-paste"): push appends, and the
+    oldest entry leaves when full."""
 
     def __init__(self, capacity: int = 80, scope: str = "per_gpu") -> None:
         if scope != "per_gpu":
             raise NotImplementedError(f"config key pc.bank_scope={scope!r} is not implemented; use 'per_gpu' "
-                                      "(one bank per process, SPEC §6.2 default)")
+                                      "(one bank per process, the default)")
         if capacity < 1:
             raise ValueError(f"config key pc.bank_size: got {capacity}, expected >= 1")
         self.capacity = capacity
@@ -76,7 +78,7 @@ def _box_area(b: torch.Tensor) -> torch.Tensor:
 
 def tutor_eligible(boxes: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor, cfg: PCConfig,
                    masks: torch.Tensor | None = None, image_size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Which objects may become peer tutors (SPEC §6.3). -> (n,) bool.
+    """Which objects may become peer tutors (docs/method.md "Peer-assisted Copy-paste"). -> (n,) bool.
 
     selection=quality: valid, w > tau, and non-overlapping (box_disjoint | box_coverage | mask_disjoint); optionally
     not touching the image border. selection=random (Table 5 ablation arm): any object with a valid pseudo mask.
@@ -150,7 +152,7 @@ def _resample_crop(mask: torch.Tensor, bounds: tuple[int, int, int, int], stride
 def collect_tutors(bank: MemoryBank, image: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor,
                    masks: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor, cfg: PCConfig,
                    mask_stride: float = 1.0, scale: float = 1.0) -> int:
-    """Push the eligible objects of one image into the bank (SPEC §6.6, before any paste). Returns the count.
+    """Push the eligible objects of one image into the bank (before any paste). Returns the count.
 
     image (3,H,W) uint8/float RGB of the view (teacher view in BoxSeg); boxes (n,4) in its pixels; masks (n,h,w)
     soft pseudo masks at `mask_stride`; `scale` = view pixels per original-image pixel.
@@ -184,7 +186,8 @@ class PasteInfo:
 
 
 class PeerCopyPaste:
-    """Teach learners (SPEC §6.4) and update the annotations (SPEC §6.5) on one student image."""
+    """Teach learners and update the annotations on one student image (docs/method.md
+    "Peer-assisted Copy-paste")."""
 
     def __init__(self, cfg: PCConfig | None = None) -> None:
         self.cfg = cfg or PCConfig()
@@ -311,9 +314,10 @@ class PeerCopyPaste:
 
 def update_annotations(t: dict, full: torch.Tensor, tutor_cls: int, tutor_w: float, cfg: PCConfig
                        ) -> tuple[dict, list[int]]:
-    """SPEC §6.5 after pasting a tutor whose mask in the image is `full` (H,W) bool: cut occluded masks, drop
-    covered objects (visible fraction <= min_visible_frac, or nothing visible), re-tighten boxes (box_update),
-    and append the tutor (class, tight box of its mask, mask, w, valid, is_tutor). Returns (targets, dropped)."""
+    """The annotation update after pasting a tutor whose mask in the image is `full` (H,W) bool: cut occluded
+    masks, drop covered objects (visible fraction <= min_visible_frac, or nothing visible), re-tighten boxes
+    (box_update), and append the tutor (class, tight box of its mask, mask, w, valid, is_tutor). Returns
+    (targets, dropped)."""
     h, w = full.shape
     boxes = t["boxes"].float().clone()
     valid = t["pseudo_valid"].bool()

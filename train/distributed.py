@@ -73,7 +73,7 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Mod
     if not info.enabled:
         return model
     ids = [device.index] if device.type == "cuda" else None
-    # No buffer broadcast: BatchNorm is frozen (SPEC §2.1); GroupNorm has no buffers.
+    # No buffer broadcast: BatchNorm is frozen (docs/method.md "Student network"); GroupNorm has no buffers.
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 

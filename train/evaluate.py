@@ -1,7 +1,8 @@
 """COCO evaluation of a model or a checkpoint (segm and bbox AP), and the shared image -> instances path.
 
 The test view is the original image resized to ``input.test_size`` (shorter side, no flip), padded to a multiple
-of 32; detections are mapped back to original pixels and masks pasted at the original size (SPEC §2.7).
+of 32; detections are mapped back to original pixels and masks pasted at the original size
+(docs/method.md "Student network", inference).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Teacher -> student frame mapping (SPEC §4.4).
+"""Teacher -> student frame mapping (docs/method.md "Views").
 
 A view of an image is the original image resized to `size` = (h, w) (anisotropic rounding allowed) and optionally
 flipped horizontally; padding is added at the bottom/right and does not move pixels. Coordinates are continuous
@@ -71,7 +71,7 @@ def resize_shortest_edge(orig_size: tuple[int, int], short: int, max_size: int) 
 
 
 def teacher_geometry(orig_size: tuple[int, int], short: int = 800, max_size: int = 1333) -> ViewGeometry:
-    """The teacher view (SPEC §4.2): fixed shortest-edge resize, never flipped."""
+    """The teacher view (docs/method.md "Views"): fixed shortest-edge resize, never flipped."""
     return ViewGeometry(orig_size=tuple(orig_size), size=resize_shortest_edge(orig_size, short, max_size))
 
 

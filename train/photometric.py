@@ -1,4 +1,4 @@
-"""Student photometric augmentation on tensors (SPEC §4.3): colour jitter, grayscale, Gaussian blur.
+"""Student photometric augmentation on tensors (docs/method.md "Views"): colour jitter, grayscale, Gaussian blur.
 
 Images are float (3, H, W) RGB in [0, 255]. No torchvision (it does not load here); the operations follow the
 usual definitions: brightness scales, contrast blends with the mean gray level, saturation blends with the gray

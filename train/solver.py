@@ -1,4 +1,5 @@
-"""Optimizer and learning-rate schedule: SGD with momentum, linear warm-up, multi-step decay (SPEC §11)."""
+"""Optimizer and learning-rate schedule: SGD with momentum, linear warm-up, multi-step decay (docs/method.md
+"COCO recipe")."""
 
 from __future__ import annotations
 

@@ -1,19 +1,21 @@
-"""Teacher-student training (SPEC §1.3): the `Method` behind the `boxteacher`, `boxseg` and BoxInst + PC presets.
+"""Teacher-student training (docs/method.md "One teacher-student iteration"): the `Method` behind the `boxteacher`,
+`boxseg` and BoxInst + PC presets.
 
 One iteration, per batch (`prepare_batch`):
   1. the teacher view of every image: the original image resized to teacher.input (short 800, max 1333), never
-     flipped or colour-changed (SPEC §4.2); the student view is the batch the engine made (multi-scale + flip);
-  2. no-grad teacher forward; pseudo labels in the teacher frame from QAM (BoxSeg, SPEC §5) or BPMA (BoxTeacher,
-     SPEC §7) for every GT box;
-  3. the memory bank takes this batch's eligible peer tutors (before any paste, SPEC §6.6);
-  4. pseudo masks go to the student frame (SPEC §4.4), copy-paste teaches learners (SPEC §6.4-6.5);
+     flipped or colour-changed (docs/method.md "Views"); the student view is the batch the engine made
+     (multi-scale + flip);
+  2. no-grad teacher forward; pseudo labels in the teacher frame from QAM (BoxSeg Sec. 3.2) or BPMA (BT Alg. 1) for
+     every GT box;
+  3. the memory bank takes this batch's eligible peer tutors (before any paste);
+  4. pseudo masks go to the student frame (docs/method.md "Views"), copy-paste teaches learners;
   5. `color_images` keeps the composite before the photometric augmentation (the pairwise colour term reads it),
-     then colour jitter / grayscale / blur make the student input (SPEC §4.3).
+     then colour jitter / grayscale / blur make the student input.
 After each optimizer step the EMA teacher follows the student (`after_step`). The student is what is evaluated
 and shipped. Checkpoints hold the teacher (as the engine's `teacher` entry) and the memory bank.
 
-`teacher.source=student` is BoxInst + PC (SPEC §6.8): no teacher; the student labels its own teacher view with QAM
-only to fill the bank and place tutors, and only pasted tutors get the pseudo-mask loss.
+`teacher.source=student` is BoxInst + PC (BoxSeg Table 6): no teacher; the student labels its own teacher view with
+QAM only to fill the bank and place tutors, and only pasted tutors get the pseudo-mask loss.
 
 Config: the sections `teacher`, `student`, `pseudo_labeler`, `qam`, `bpma`, `pc` (see `train/pseudo/config.py`) and
 `loss.mask_sup` (`boxseg.train.losses.config.MaskSupConfig`) of the `TrainConfig`; a missing section means its
@@ -67,7 +69,7 @@ class TSSections:
 def ts_sections(cfg: Any) -> TSSections:
     """The teacher-student sections of a TrainConfig, defaults where a section is absent.
 
-    `mask_sup` is `cfg.loss.mask_sup` (SPEC §16.2 `loss.mask_sup`, its one home).
+    `mask_sup` is `cfg.loss.mask_sup` (its one home).
     """
     mask_sup = getattr(getattr(cfg, "loss", None), "mask_sup", None) or MaskSupConfig()
     sec = TSSections(
@@ -144,7 +146,7 @@ class TeacherStudentMethod(Method):
 
         gen = torch.Generator().manual_seed(_seed(self.seed, iteration, D.rank(), 0x7EAC))
         if sec.pc.enabled:
-            for i in range(n_img):  # the bank is updated from the whole batch before any paste (SPEC §6.6)
+            for i in range(n_img):  # the bank is updated from the whole batch before any paste (BoxSeg Alg. 1)
                 th, tw = t_geoms[i].size
                 collect_tutors(self.bank, t_images[i, :, :th, :tw], t_boxes[i], targets[i]["classes"],
                                labels[i]["masks"], labels[i]["weights"], labels[i]["valid"], sec.pc,
@@ -204,7 +206,7 @@ class TeacherStudentMethod(Method):
 
     @property
     def model_for_eval(self) -> nn.Module:
-        return self.student  # BoxSeg ships the student (SPEC §1.1)
+        return self.student  # BoxSeg ships the student (docs/method.md "Student network")
 
     def state_dict(self) -> dict[str, Any]:
         return {"bank": self.bank.state_dict(), "ema_updates": self.ema.updates if self.ema else 0}
@@ -301,8 +303,8 @@ def label_teacher_views(model: nn.Module, t_images: torch.Tensor, t_boxes: list[
 
 
 def candidate_pool(scores: torch.Tensor, levels: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """QAM's pre-NMS pool (SPEC §5.1): locations whose best class score > score_thresh, the top pre_nms_topk
-    of them per FPN level. -> location indices."""
+    """QAM's pre-NMS pool (docs/method.md "Quality-Aware Module"): locations whose best class score > score_thresh,
+    the top pre_nms_topk of them per FPN level. -> location indices."""
     mcfg = model.cfg
     best = scores.max(1).values
     keep = []

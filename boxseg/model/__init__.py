@@ -1,4 +1,5 @@
-"""CondInst student model (SPEC §2): `ModelConfig`, `CondInst`, its dense and detection outputs, mask pasting."""
+"""CondInst student model (docs/method.md "Student network"): `ModelConfig`, `CondInst`, its dense and detection
+outputs, mask pasting."""
 
 from __future__ import annotations
 

@@ -148,7 +148,7 @@ class CondInst(nn.Module):
 
     def class_scores(self, flat: FlatDense) -> torch.Tensor:
         """(B, L, C) box-scores: the IoU-aware class probability (VFL), or sqrt(p_cls * p_ctr) for the vanilla
-        FCOS fallback (SPEC §2.2)."""
+        FCOS fallback (docs/method.md "Student network", box score)."""
         p = flat.cls_logits.sigmoid()
         if self.cfg.box_score == "fcos_cls_ctr":
             p = (p * flat.ctrness.sigmoid()[..., None]).sqrt()

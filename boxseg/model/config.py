@@ -1,4 +1,5 @@
-"""Configuration of the CondInst student (SPEC §2). One dataclass, plain values, so it round-trips through YAML."""
+"""Configuration of the CondInst student (docs/method.md "Student network"). One dataclass, plain values, so it
+round-trips through YAML."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ class ModelConfig:
 
     @property
     def soi_normalizers(self) -> tuple[float, ...]:
-        """S_l of SPEC §2.5: the upper size of interest of each level, the last one doubled (64..1024)."""
+        """S_l of the relative coordinates (docs/method.md "Student network"): the upper size of interest of each
+        level, the last one doubled (64..1024)."""
         s = self.sizes_of_interest
         return (*s, s[-1] * 2)
 

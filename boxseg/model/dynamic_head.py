@@ -1,4 +1,5 @@
-"""Dynamic mask head of CondInst (SPEC §2.3, §2.5), batched over instances with bmm (no loop over instances).
+"""Dynamic mask head of CondInst (docs/method.md "Student network"), batched over instances with bmm (no loop over
+instances).
 
 Parameter layout of one instance (the controller's output vector): the weights of every layer, then the biases
 of every layer, each weight row-major (out, in). With C_mask = 8, relative coordinates (2) and layers of 8, 8, 1

@@ -1,4 +1,5 @@
-"""FCOS head with a CondInst controller (SPEC §2.2, §2.3): shared class and box towers over P3-P7."""
+"""FCOS head with a CondInst controller (docs/method.md "Student network"): shared class and box towers over
+P3-P7."""
 
 from __future__ import annotations
 

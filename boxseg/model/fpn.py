@@ -1,4 +1,5 @@
-"""Feature pyramid P3-P7 (strides 8..128) on C3-C5; P6/P7 from P5 as in FCOS/CondInst (SPEC §2.1)."""
+"""Feature pyramid P3-P7 (strides 8..128) on C3-C5; P6/P7 from P5 as in FCOS/CondInst (docs/method.md
+"Student network")."""
 
 from __future__ import annotations
 

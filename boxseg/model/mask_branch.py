@@ -1,5 +1,5 @@
-"""CondInst mask branch (SPEC §2.4): P3-P5 refined, brought to stride 8 and summed, a conv tower, then a
-projection to C_mask channels at stride 8."""
+"""CondInst mask branch (docs/method.md "Student network"): P3-P5 refined, brought to stride 8 and summed, a conv
+tower, then a projection to C_mask channels at stride 8."""
 
 from __future__ import annotations
 

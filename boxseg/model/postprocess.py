@@ -1,4 +1,5 @@
-"""Pasting low-resolution instance masks into a full-size image (SPEC §2.7), touching only the pixels of each box.
+"""Pasting low-resolution instance masks into a full-size image (docs/method.md "Student network", inference),
+touching only the pixels of each box.
 
 Coordinate convention (the same as the model's): mask pixel i of a stride-s grid is centred at image coordinate
 s*i + s/2, and an output pixel x is centred at x + 0.5. Pixels outside a detection's box are False.

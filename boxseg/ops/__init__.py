@@ -1,4 +1,5 @@
-"""Custom ops for box-supervised segmentation (see docs/contracts.md and SPEC 3.2, 5.2-5.9).
+"""Custom ops for box-supervised segmentation (see docs/contracts.md; the math is in docs/method.md
+"Box-supervised mask loss" and "Quality-Aware Module").
 
 Every op has a pure-PyTorch reference in `boxseg.ops.reference` with the same signature. The functions here run the
 fused C++/CUDA kernels (registered as `torch.ops.boxseg.*`, see `library.py`) when they are built for the inputs'
@@ -71,8 +72,9 @@ def pairwise_affinity_loss(
     tau: float = 0.3,
     dilation: int = 2,
 ) -> Tensor:
-    """BoxInst pairwise loss (SPEC 3.2): scalar mean over (instance, pixel inside its box, in-image neighbour with
-    similarity >= tau) of -log(p q + (1-p)(1-q)); 0 with zero gradient when nothing qualifies.
+    """BoxInst pairwise loss (docs/method.md "Box-supervised mask loss"): scalar mean over (instance, pixel inside
+    its box, in-image neighbour with similarity >= tau) of -log(p q + (1-p)(1-q)); 0 with zero gradient when nothing
+    qualifies.
 
     mask_logits (N,H,W); color_sim (B,k*k-1,H,W); img_idx (N,) image of each instance; boxes (N,4) xyxy in
     mask-grid coordinates (pixel centres inside the box count, see `box_masks`). The fused kernels allocate
@@ -94,7 +96,7 @@ def fuse_candidate_masks(
     gt_boxes: Tensor,
     tau_m: float = 0.5,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """QMF (SPEC Eq. 2) + MQS (Eq. 5) for all GTs in one call -> (fused (G,H,W) cropped to the GT box, w (G,),
+    """QMF (BoxSeg Eq. 2) + MQS (Eq. 5) for all GTs in one call -> (fused (G,H,W) cropped to the GT box, w (G,),
     valid (G,) bool). Invalid GTs (no candidate score > tau_m, or no fused pixel > tau_m in the box) get zeros."""
     if _use_fused(cand_probs):
         return library.fuse_candidate_masks(_k(cand_probs), gt_idx, box_scores, box_ious, gt_boxes, float(tau_m))

@@ -128,7 +128,8 @@ def pairwise_affinity_loss(
     tau: float = 0.3,
     dilation: int = 2,
 ) -> torch.Tensor:
-    """BoxInst pairwise loss (SPEC 3.2), unfold-style: materialises several (N,8,H,W) tensors.
+    """BoxInst pairwise loss (docs/method.md "Box-supervised mask loss"), unfold-style: materialises several
+    (N,8,H,W) tensors.
 
     Mean over (instance, pixel inside its box, in-image neighbour with similarity >= tau) of
     -log(p*q + (1-p)*(1-q)), evaluated as -logaddexp(logsig(a)+logsig(b), logsig(-a)+logsig(-b)).
@@ -229,8 +230,8 @@ def select_candidates(
     u_min: float = 0.0,
     require_class_match: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Box-Quality Ranking (SPEC 5.2): per GT, the top-k candidates by IoU desc, ties by GT-class score desc,
-    then candidate index asc; k_eff = min(k, pool size).
+    """Box-Quality Ranking (docs/method.md "Quality-Aware Module", BQR): per GT, the top-k candidates by IoU desc,
+    ties by GT-class score desc, then candidate index asc; k_eff = min(k, pool size).
 
     cand_boxes (P,4), cand_scores (P,C), gt_boxes (G,4), gt_classes (G,), k (G,) or scalar.
     Returns (cand_idx, gt_idx, box_scores, box_ious), each (M,), grouped by GT ascending, in rank order.
@@ -269,7 +270,7 @@ def fuse_candidate_masks(
     gt_boxes: torch.Tensor,
     tau_m: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Quality-aware Masks Fusion (SPEC Eq. 2) and Mask-Quality Scoring (Eq. 5), per-GT loop.
+    """Quality-aware Masks Fusion (BoxSeg Eq. 2) and Mask-Quality Scoring (Eq. 5), per-GT loop.
 
     Returns fused (G,H,W) = Eq. 2 mask cropped to the GT box, w (G,), valid (G,) bool. A GT is invalid (fused zeros,
     w 0) when no candidate has score > tau_m (or their gates sum to 0) or no fused pixel > tau_m lies in its box.

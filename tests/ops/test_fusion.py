@@ -1,4 +1,5 @@
-"""Fused QMF + MQS (CPU kernel) against the per-GT reference loop and SPEC 5.9's vectors."""
+"""Fused QMF + MQS (CPU kernel) against the per-GT reference loop and the vectors of docs/method.md
+"Unit-test checks"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pure-PyTorch references against hand-computed values, SPEC 5.9 test vectors and naive loops."""
+"""The pure-PyTorch references against hand-computed values, docs/method.md "Unit-test checks" and naive loops."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""BoxTeacher BPMA + MCS (SPEC §7.1-7.2; SPEC §16.3 item 5)."""
+"""BoxTeacher BPMA + MCS (BT Alg. 1 and Eq. 1; docs/method.md "Unit-test checks" item 5)."""
 
 from __future__ import annotations
 

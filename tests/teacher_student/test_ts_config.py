@@ -1,4 +1,5 @@
-"""Every SPEC §16.2 key of the teacher-student parts exists with its default, and bad values are rejected."""
+"""Every key of docs/method.md "Configuration keys" for QAM, PC and BPMA exists with its default, and bad values
+are rejected."""
 
 from __future__ import annotations
 
@@ -14,19 +15,19 @@ from boxseg.train.pseudo.config import (
     TeacherConfig,
 )
 
-SPEC_QAM = {"tau_score": 0.5, "tau_pixel": 0.5, "k": 10, "adaptive_k": True, "k_min": 2, "k_max": 10,
+DEFAULT_QAM = {"tau_score": 0.5, "tau_pixel": 0.5, "k": 10, "adaptive_k": True, "k_min": 2, "k_max": 10,
             "area_small": 1024, "area_large": 9216, "area_frame": "original", "k_rounding": "half_up",
             "require_class_match": False, "u_min": 0.0, "empty_policy": "skip", "gate": "hard",
             "box_agreement": "off", "box_agreement_thresh": 0.95, "overlap_resolution": "none"}
-SPEC_PC = {"enabled": True, "bank_size": 80, "bank_scope": "per_gpu", "tau": 0.8, "nonoverlap": "box_disjoint",
+DEFAULT_PC = {"enabled": True, "bank_size": 80, "bank_scope": "per_gpu", "tau": 0.8, "nonoverlap": "box_disjoint",
            "eps_cov": 0.05, "reject_border_tutors": False, "pastes_per_image": 1, "learner_sampling": "uniform",
            "placement": "overlap", "selection": "quality", "rho_min_visible": 0.5, "min_visible_frac": 0.0,
            "max_tries": 10, "blend": "hard", "box_update": "box_minus_paste"}
-SPEC_BPMA = {"tau_iou": 0.5, "tau_c": 0.05, "score": "mcs"}
+DEFAULT_BPMA = {"tau_iou": 0.5, "tau_c": 0.05, "score": "mcs"}
 
 
-@pytest.mark.parametrize("cls, expected", [(QAMConfig, SPEC_QAM), (PCConfig, SPEC_PC),
-                                           (BPMAConfig, SPEC_BPMA)])
+@pytest.mark.parametrize("cls, expected", [(QAMConfig, DEFAULT_QAM), (PCConfig, DEFAULT_PC),
+                                           (BPMAConfig, DEFAULT_BPMA)])
 def test_spec_keys_and_defaults(cls, expected):
     cfg = cls()
     for key, value in expected.items():

@@ -1,4 +1,5 @@
-"""Peer-assisted Copy-paste (SPEC §6): memory bank (item 6), annotation updates (item 7), options."""
+"""Peer-assisted Copy-paste: memory bank and annotation updates (docs/method.md "Unit-test checks" items 6-7),
+options."""
 
 from __future__ import annotations
 

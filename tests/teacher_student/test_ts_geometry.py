@@ -1,4 +1,4 @@
-"""Teacher -> student frame mapping (SPEC §4.4; SPEC §16.3 item 10)."""
+"""Teacher -> student frame mapping (docs/method.md "Views"; "Unit-test checks" item 10)."""
 
 from __future__ import annotations
 

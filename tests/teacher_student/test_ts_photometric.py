@@ -1,4 +1,4 @@
-"""Student photometric augmentation on tensors (SPEC §4.3)."""
+"""Student photometric augmentation on tensors (docs/method.md "Views")."""
 
 from __future__ import annotations
 

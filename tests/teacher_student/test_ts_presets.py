@@ -13,7 +13,8 @@ def test_presets_load(name: str):
     sec = ts_sections(cfg)
     assert cfg.method == "teacher_student" and sec.pseudo_labeler == "qam"
     assert sec.qam.adaptive_k is False and sec.pc.placement == "random"
-    # SPEC §3.3 / §16.2: lambda 0.5 over a 10k-iteration ramp; the method reads the one loss.mask_sup section.
+    # docs/method.md "Pseudo-mask loss": lambda 0.5 over a 10k-iteration ramp; the method reads the one
+    # loss.mask_sup section.
     assert sec.mask_sup is cfg.loss.mask_sup
     assert sec.mask_sup.lambda_ == 0.5 and sec.mask_sup.warmup_iters == 10000
     assert sec.teacher.source == ("ema" if name == "boxseg" else "student")

@@ -1,4 +1,5 @@
-"""QAM (SPEC §5): adaptive K, QMF weights, MQS, edge cases and every option (SPEC §16.3 items 1-4)."""
+"""QAM (BoxSeg Sec. 3.2): adaptive K, QMF weights, MQS, edge cases (docs/method.md "Unit-test checks" items 1-4)
+and every option."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ S = [0.81, 0.64, 0.45]
 
 
 def _pool(scores=S, gt=(0.0, 0.0, 8.0, 8.0), heights=(8.0, 8.0, 7.6)):
-    """Three candidates over one GT: IoU 1, 1, 0.95 (the SPEC §5.9 example); class 0 scores `scores`."""
+    """Three candidates over one GT: IoU 1, 1, 0.95 (docs/method.md "Unit-test checks" item 2); class 0 scores
+    `scores`."""
     boxes = torch.tensor([[gt[0], gt[1], gt[2], gt[1] + hh] for hh in heights])
     cls = torch.tensor([[s, 0.01] for s in scores])
     return boxes, cls, torch.tensor([gt]), torch.tensor([0])

@@ -1,5 +1,5 @@
-"""Losses: hand-computed values (SPEC §16.3 item 8, VFL, GIoU, Dice), FCOS assignment, proposal selection, the
-Criterion on edge cases, and a short overfit of the tiny model."""
+"""Losses: hand-computed values (docs/method.md "Unit-test checks" item 8, VFL, GIoU, Dice), FCOS assignment,
+proposal selection, the Criterion on edge cases, and a short overfit of the tiny model."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from boxseg.model import CondInst, ModelConfig
 LN2 = math.log(2.0)
 
 
-# ---------------------------------------------------------------- SPEC §16.3 item 8 (BoxInst losses)
+# ---------------------------------------- docs/method.md "Unit-test checks" item 8 (BoxInst losses)
 def test_projection_loss_is_zero_when_the_mask_is_the_box_mask() -> None:
     boxes = torch.tensor([[2.0, 3.0, 9.0, 7.0], [0.0, 0.0, 16.0, 12.0], [5.2, 1.1, 6.9, 10.4]])
     box_masks = ops.box_masks(boxes, 12, 16).float()

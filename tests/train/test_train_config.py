@@ -44,7 +44,7 @@ def test_dataclass_defaults_and_presets_are_the_spec_values_and_the_overlay_the_
     assert (d.solver.lr, d.solver.momentum, d.solver.weight_decay, d.solver.warmup_factor) == (0.01, 0.9, 1e-4, 0.001)
     for name in PRESETS:
         p = load_config(name)
-        assert p.solver == d.solver and p.input == d.input, name  # SPEC §11 / §16.2 (COCO, 3x)
+        assert p.solver == d.solver and p.input == d.input, name  # docs/method.md "COCO recipe" (3x)
         assert p.model.mask_branch_channels == 16 and p.model.box_score == "vfl", name
         if p.method == "teacher_student":
             assert p.loss.pairwise_warmup_iters == 10000 and p.loss.bottom_pixels_removed == 10, name

@@ -1,4 +1,5 @@
-"""BoxInst box-supervised mask losses (SPEC §3.2): projection Dice and the colour-affinity pairwise term.
+"""BoxInst box-supervised mask losses (docs/method.md "Box-supervised mask loss"): projection Dice and the
+colour-affinity pairwise term.
 
 Masks live on the stride-4 grid of the padded batch; a grid pixel (y, x) is centred at image (4x+2, 4y+2), and a
 box in grid units is the image box divided by 4 (the `boxseg.ops` convention).

@@ -1,7 +1,8 @@
-"""Loss configuration (SPEC §2.2, §3.1-3.3, §16.2 `loss`). Plain values so it round-trips through YAML.
+"""Loss configuration (docs/method.md "Student network", "Box-supervised mask loss", "Pseudo-mask loss"). Plain
+values so it round-trips through YAML.
 
-`LossConfig.mask_sup` (a `MaskSupConfig`) is the one home of the pseudo-mask loss settings (SPEC §16.2
-`loss.mask_sup`): the criterion's default pseudo-mask loss and the teacher-student method both read it.
+`LossConfig.mask_sup` (a `MaskSupConfig`) is the one home of the pseudo-mask loss settings (`loss.mask_sup`):
+the criterion's default pseudo-mask loss and the teacher-student method both read it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ MASK_SUP_TARGETS = ("binary", "soft")
 
 @dataclass
 class MaskSupConfig:
-    """SPEC §16.2 `loss.mask_sup`: the quality-aware pseudo-mask loss (BoxSeg Eq. 1 / BT Eq. 2-5).
+    """`loss.mask_sup`: the quality-aware pseudo-mask loss (BoxSeg Eq. 1 / BT Eq. 2-5).
 
     `lambda` is a Python keyword, so the field is `lambda_` (the YAML key too); the config loader also accepts
     `lambda` as an alias of it (`KEY_ALIASES`), in YAML files and in overrides (`loss.mask_sup.lambda=1.0`).
@@ -25,15 +26,15 @@ class MaskSupConfig:
     KEY_ALIASES: ClassVar[dict[str, str]] = {"lambda": "lambda_"}
 
     type: str = "dice"            # dice | dice+bce
-    lambda_: float = 0.5          # lambda_mask (SPEC §3.3); lambda_pixel in BoxTeacher
-    warmup_iters: int = 10000     # linear ramp of the whole term (SPEC §3.3)
+    lambda_: float = 0.5          # lambda_mask (BoxSeg Eq. 1); lambda_pixel in BoxTeacher
+    warmup_iters: int = 10000     # linear ramp of the whole term (docs/method.md "Pseudo-mask loss")
     weight_exponent: float = 1.0  # w ** exponent (PAIS-style; 1 = BoxSeg)
     affinity_weight: float = 0.0  # BT noise-reduced affinity (0.1 in the boxteacher preset)
     target: str = "binary"        # binary (box-cropped, binarised at tau_pixel) | soft (box-cropped)
-    # Extra keys (not in SPEC §16.2), used by the teacher-student loss:
+    # Used by the teacher-student loss:
     affinity_tau: float = 0.5     # BT Eq. 5 tau_a
     affinity_dilation: int = 2
-    tau_pixel: float = 0.5        # binarisation threshold of the Dice target (SPEC §3.3 tau_m)
+    tau_pixel: float = 0.5        # binarisation threshold of the Dice target (docs/method.md "Pseudo-mask loss")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -85,9 +86,10 @@ class LossConfig:
     cls_weight: float = 1.0
     box_weight: float = 1.0
     ctr_weight: float = 1.0
-    # Mask losses on at most `max_proposals` positives per image (SPEC §2.6)
+    # Mask losses on at most `max_proposals` positives per image (docs/method.md "Student network")
     max_proposals: int = 64
-    # "boxinst": projection + pairwise from boxes (SPEC §3.2); "condinst": Dice on GT masks (the upper bound)
+    # "boxinst": projection + pairwise from boxes (docs/method.md "Box-supervised mask loss"); "condinst": Dice on
+    # GT masks (the upper bound)
     mask_loss: str = "boxinst"
     proj_weight: float = 1.0
     pairwise_weight: float = 1.0
@@ -96,12 +98,12 @@ class LossConfig:
     pairwise_theta: float = 2.0
     pairwise_color_thresh: float = 0.3
     pairwise_warmup_iters: int = 10000
-    bottom_pixels_removed: int = 10  # COCO annotation artefact (SPEC §3.2); in original-image pixels
+    bottom_pixels_removed: int = 10  # COCO annotation artefact; in original-image pixels
     gt_mask_weight: float = 1.0  # Dice on GT masks in the "condinst" mode
     # "condinst" mode on a `boxseg label` dataset: each object's Dice is weighted by its boxseg_quality (BoxSeg
     # Eq. 1 with the label's w). Invalid labels are ignored either way; plain COCO masks carry no quality.
     label_quality_weight: bool = True
-    # Teacher pseudo masks (SPEC §3.3), used when targets carry `pseudo_masks`
+    # Teacher pseudo masks (BoxSeg Eq. 1), used when targets carry `pseudo_masks`
     mask_sup: MaskSupConfig = field(default_factory=MaskSupConfig)
 
     # Keys that used to be flat fields here: the config loader names their new place instead of "unknown key".

@@ -1,4 +1,4 @@
-"""Dice loss (SPEC §3.2): Dice(p, q) = 1 - 2*sum(p*q) / (sum(p^2) + sum(q^2) + eps), eps = 1e-5."""
+"""Dice loss (docs/method.md "Notation"): Dice(p, q) = 1 - 2*sum(p*q) / (sum(p^2) + sum(q^2) + eps), eps = 1e-5."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS) -
 def weighted_dice_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
                        valid: torch.Tensor | None = None, eps: float = DICE_EPS) -> torch.Tensor:
     """sum_i valid_i * w_i * Dice_i / max(1, N_valid): normalised by the number of valid instances, not by the
-    sum of weights (SPEC §3.3). Returns a 0 that keeps the graph when nothing is valid."""
+    sum of weights (BoxSeg Eq. 1). Returns a 0 that keeps the graph when nothing is valid."""
     per = dice_loss(pred, target, eps)
     w = torch.ones_like(per) if weights is None else weights.to(per.dtype)
     if valid is not None:

@@ -1,6 +1,6 @@
-"""FCOS detection losses (SPEC §2.2, §3.1): location -> GT assignment, varifocal or focal classification, GIoU
-box regression and centerness BCE, normalised as FCOS (by the number of positives, and the box loss by the sum of
-centerness targets), averaged across processes when running distributed."""
+"""FCOS detection losses (docs/method.md "Student network"): location -> GT assignment, varifocal or focal
+classification, GIoU box regression and centerness BCE, normalised as FCOS (by the number of positives, and the box
+loss by the sum of centerness targets), averaged across processes when running distributed."""
 
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ def centerness_target(reg: torch.Tensor) -> torch.Tensor:
 
 def varifocal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.75, gamma: float = 2.0
                    ) -> torch.Tensor:
-    """Elementwise VFL (SPEC §2.2): -q*(q log p + (1-q) log(1-p)) where q > 0, -alpha p^gamma log(1-p) where q = 0."""
+    """Elementwise VFL (VarifocalNet): -q*(q log p + (1-q) log(1-p)) where q > 0, -alpha p^gamma log(1-p) where
+    q = 0."""
     p = logits.sigmoid()
     weight = torch.where(target > 0, target, alpha * p.detach().pow(gamma))
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight

@@ -1,10 +1,10 @@
 """Mask-supervised terms: Dice on GT masks (the CondInst upper bound) and the teacher pseudo-mask losses.
 
-- BoxSeg Eq. 1 (SPEC §3.3): L_mask = (1/N) sum_p w_g(p) * Dice(m^s_p, target_g(p)), over the student's positive
-  samples whose GT has a valid pseudo mask; N = their count (averaged over processes, clamped to >= 1), not sum(w).
-  Weighted by lambda (0.5) and a linear warm-up (10k iterations). Target: the pseudo mask zeroed outside the GT box,
-  binarised at tau_pixel (`target=binary`) or kept soft (`target=soft`).
-- BoxTeacher Eq. 2-5 (SPEC §7.3-7.4): the same sum with an added noise-reduced affinity term weighted by
+- BoxSeg Eq. 1 (docs/method.md "Pseudo-mask loss"): L_mask = (1/N) sum_p w_g(p) * Dice(m^s_p, target_g(p)), over
+  the student's positive samples whose GT has a valid pseudo mask; N = their count (averaged over processes,
+  clamped to >= 1), not sum(w). Weighted by lambda (0.5) and a linear warm-up (10k iterations). Target: the pseudo
+  mask zeroed outside the GT box, binarised at tau_pixel (`target=binary`) or kept soft (`target=soft`).
+- BoxTeacher Eq. 2-5 (the same section): the same sum with an added noise-reduced affinity term weighted by
   `affinity_weight` (0.1 in the boxteacher preset): the teacher map is smoothed by a 3x3 average (centre included),
   and the BoxInst same-label term -log(p_i p_j + (1-p_i)(1-p_j)) is enforced only on pairs of the dilation-2
   8-neighbourhood whose smoothed same-label probability mu exceeds tau_a, with centres inside the GT box.
@@ -122,7 +122,7 @@ def quality_mask_loss(
     ramp = linear_warmup(iteration, cfg.warmup_iters)
     gt_idx = gt_idx.long()
     keep = valid.bool()[gt_idx] if gt_idx.numel() else gt_idx.new_zeros(0, dtype=torch.bool)
-    # N = valid samples averaged over processes (SPEC §3.3); every process reaches this all-reduce.
+    # N = valid samples averaged over processes (BoxSeg Eq. 1's N); every process reaches this all-reduce.
     n_norm = reduce_mean(keep.sum().to(mask_logits.dtype)).clamp_min(1.0)
     zero = mask_logits.sum() * 0.0
     out = {"loss_mask_sup": zero}
@@ -135,7 +135,7 @@ def quality_mask_loss(
     w = weights.to(logits.dtype)[g].clamp_min(0) ** cfg.weight_exponent
     target = mask_targets(pseudo_masks, gt_boxes, cfg)[g]
     probs = logits.sigmoid()
-    pixel = dice_loss(probs, target)  # SPEC §3.2 Dice, per instance
+    pixel = dice_loss(probs, target)  # Dice of docs/method.md "Notation", per instance
     if cfg.type == "dice+bce":
         pixel = pixel + F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
     out["loss_mask_sup"] = ramp * cfg.lambda_ * (w * pixel).sum() / n_norm

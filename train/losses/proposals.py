@@ -1,5 +1,5 @@
-"""Positive locations kept for the mask losses (SPEC §2.6): at most `max_per_image` per image, the budget split
-evenly across the image's GTs, each GT keeping its top locations by score x centerness."""
+"""Positive locations kept for the mask losses (docs/method.md "Student network"): at most `max_per_image` per
+image, the budget split evenly across the image's GTs, each GT keeping its top locations by score x centerness."""
 
 from __future__ import annotations
 

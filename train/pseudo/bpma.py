@@ -1,5 +1,5 @@
-"""BoxTeacher pseudo-labeller (SPEC §7): Box-based Pseudo Mask Assignment (BT Alg. 1, corrected indexing) and the
-Mask-aware Confidence Score (BT Eq. 1).
+"""BoxTeacher pseudo-labeller (docs/method.md "BoxTeacher's labeller"): Box-based Pseudo Mask Assignment (BT Alg. 1,
+corrected indexing) and the Mask-aware Confidence Score (BT Eq. 1).
 
 Input: the teacher's post-NMS detections of one image (boxes, scores, mask probabilities at `mask_stride`) and
 the GT boxes, all in the teacher frame. Predictions are visited by descending sorting score; each takes the
@@ -8,7 +8,8 @@ does). GT index 0 is assignable (the public code's `> 0` test is a bug). Assigne
 
 Scores (`bpma.score`):
 - `mcs` (default): sort by MCS computed inside the *predicted* box (the GT is not known before assignment), then
-  weight each GT's mask by MCS recomputed inside the *GT* box (SPEC §7.2, first way out). `bpma.mcs_region=image`
+  weight each GT's mask by MCS recomputed inside the *GT* box (BT Eq. 1 needs the GT box, known only
+  after the assignment). `bpma.mcs_region=image`
   instead uses the whole image for both (the public code's choice).
 - `cls`: sort and weight by the detection confidence.
 - `none`: sort by the detection confidence, weight 1 (BPMA without a quality score: BoxSeg Table 4, row 2).

@@ -1,10 +1,10 @@
-"""Config dataclasses for the teacher-student parts (SPEC §16.2 keys and defaults).
+"""Config dataclasses for the teacher-student parts (keys and defaults: docs/method.md "Configuration keys").
 
-The engine composes these into `TrainConfig` under the same names as SPEC §16.2: `teacher`, `student`, `qam`,
-`bpma`, `pc` and `pseudo_labeler` (a plain string). SPEC `loss.mask_sup` is `MaskSupConfig`, which lives with the
-loss config (`boxseg.train.losses.config`, the field `LossConfig.mask_sup`) and is re-exported here.
-Every field has the SPEC default; construction validates and raises a ValueError naming the key and what was
-expected.
+The engine composes these into `TrainConfig` as the sections `teacher`, `student`, `qam`, `bpma`, `pc` and
+`pseudo_labeler` (a plain string). `loss.mask_sup` is `MaskSupConfig`, which lives with the loss config
+(`boxseg.train.losses.config`, the field `LossConfig.mask_sup`) and is re-exported here.
+Every field has its documented default; construction validates and raises a ValueError naming the key and what
+was expected.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from boxseg.train.losses.config import MaskSupConfig
 __all__ = ["PSEUDO_LABELERS", "BPMAConfig", "ColorJitterConfig", "GaussianBlurConfig", "GrayscaleConfig",
            "MaskSupConfig", "PCConfig", "QAMConfig", "StudentAugConfig", "TeacherConfig", "TeacherInputConfig"]
 
-# SPEC §16.2 values plus "none" (no teacher: the boxinst/condinst presets). "sim" and "boxcaseg" are not
+# The labellers plus "none" (no teacher: the boxinst/condinst presets). "sim" and "boxcaseg" are not
 # implemented; the teacher-student method rejects them with NotImplementedError.
 PSEUDO_LABELERS = ("qam", "bpma", "sim", "boxcaseg", "none")
 
@@ -37,7 +37,7 @@ def _range(section: str, obj: object, name: str, lo: float, hi: float) -> None:
 class TeacherInputConfig:
     short: int = 800
     max: int = 1333
-    augment: bool = False  # SPEC §4.2: the teacher view is never perturbed; True is rejected by validate()
+    augment: bool = False  # never perturbed (docs/method.md "Views"); True is rejected by validate()
 
 
 @dataclass
@@ -48,7 +48,7 @@ class TeacherConfig:
     ema_warmup: bool = True
     # ema: an EMA teacher labels the batch (boxteacher, boxseg). student: no teacher; the student labels its own
     # teacher view with QAM only to feed copy-paste, and only pasted tutors get a pseudo-mask loss (BoxInst + PC,
-    # SPEC §6.8). Extra key, not in SPEC §16.2.
+    # BoxSeg Table 6).
     source: str = "ema"
 
     def __post_init__(self) -> None:
@@ -58,8 +58,8 @@ class TeacherConfig:
         _choice("teacher", self, "source", ("ema", "student"))
         _range("teacher", self, "ema_momentum", 0.0, 1.0)
         if self.input.augment:
-            raise ValueError("config key teacher.input.augment: got True, expected False (SPEC §4.2: the teacher "
-                             "view has no perturbation; teacher-view augmentation is not implemented)")
+            raise ValueError("config key teacher.input.augment: got True, expected False (the teacher view has no "
+                             "perturbation, docs/method.md 'Views'; teacher-view augmentation is not implemented)")
         if self.input.short <= 0 or self.input.max < self.input.short:
             raise ValueError(f"config key teacher.input: got short={self.input.short}, max={self.input.max}, "
                              "expected 0 < short <= max")
@@ -87,7 +87,7 @@ class GaussianBlurConfig:
 
 @dataclass
 class StudentAugConfig:
-    """SPEC §16.2 `student`, photometric part (drives `boxseg.train.photometric`).
+    """`student`, photometric part (drives `boxseg.train.photometric`).
 
     The geometric keys of the student view live in the engine's `InputConfig`, which draws the student view, with
     the same defaults: `student.scales` = `input.train_scales`, `student.max_size` = `input.train_max_size`,
@@ -130,7 +130,7 @@ class QAMConfig:
     u_min: float = 0.0
     empty_policy: str = "skip"    # skip | top1
     gate: str = "hard"            # hard | soft (PAIS-style)
-    soft_gate_power: float = 1.0  # exponent of s in the soft gate (extra key, not in SPEC §16.2)
+    soft_gate_power: float = 1.0  # exponent of s in the soft gate
     box_agreement: str = "off"    # off | gate | multiply (BoxCaseg-style)
     box_agreement_thresh: float = 0.95
     overlap_resolution: str = "none"  # none | smaller_wins
@@ -199,7 +199,7 @@ class PCConfig:
     # GT box is the one exact label. mask: tight box of the imperfect pseudo mask (IoU ~0.85 with the GT box, so
     # it corrupts a box label per paste); keep: the old box. mask and keep are ablation arms.
     box_update: str = "box_minus_paste"  # box_minus_paste | mask | keep
-    tutor_flip: float = 0.5       # SPEC §6.4 item 4: optional random h-flip of the tutor
+    tutor_flip: float = 0.5       # probability of a random h-flip of the tutor
     mask_thresh: float = 0.5      # binarisation of pseudo masks for the bank and the overlap tests
 
     def __post_init__(self) -> None:

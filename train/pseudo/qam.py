@@ -1,4 +1,4 @@
-"""BoxSeg Quality-Aware Module (SPEC §5): Box-Quality Ranking, Quality-aware Masks Fusion, Mask-Quality Scoring.
+"""BoxSeg Quality-Aware Module (Sec. 3.2): Box-Quality Ranking, Quality-aware Masks Fusion, Mask-Quality Scoring.
 
 Works on plain tensors for one image in the teacher frame, so the dense-model glue is a thin adapter:
     qam_label(cand_boxes, cand_scores, cand_mask_fn, gt_boxes, gt_classes, gt_areas_orig, cfg)
@@ -43,7 +43,8 @@ def fuse_general(cand_probs: torch.Tensor, gt_idx: torch.Tensor, box_scores: tor
     """QMF (Eq. 2) + MQS (Eq. 5) with every option: hard or soft gate, separate tau_score / tau_pixel.
 
     inside (G,H,W) bool is each GT's box on the mask grid. Returns (fused box-cropped (G,H,W), w (G,), valid (G,)).
-    Soft gate (PAIS-style, SPEC §9.5): 1[s > tau] becomes s**soft_gate_power, and s-hat the same-weighted mean.
+    Soft gate (PAIS-style, docs/method.md "Quality-Aware Module"): 1[s > tau] becomes s**soft_gate_power, and s-hat
+    the same-weighted mean.
     """
     g = inside.shape[0]
     s = box_scores.to(cand_probs.dtype)
@@ -97,7 +98,7 @@ def qam_label(
     mask_stride: int = 4,
     mask_shape: tuple[int, int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Pseudo masks and quality scores for one image (SPEC §5.8), teacher frame.
+    """Pseudo masks and quality scores for one image (BoxSeg Eqs. 2, 4, 5), teacher frame.
 
     cand_boxes (P,4) xyxy teacher pixels (pre-NMS pool); cand_scores (P,C) IoU-aware class probabilities;
     gt_boxes (G,4) teacher pixels; gt_classes (G,); gt_areas_orig (G,) GT-box areas in original-image pixels
@@ -112,7 +113,8 @@ def qam_label(
         mask_shape = tuple(cand_mask_fn(torch.zeros(0, dtype=torch.long, device=dev)).shape[-2:])
     h, w = mask_shape
     wh = gt_boxes[:, 2:] - gt_boxes[:, :2]
-    degenerate = (wh < 1).any(1)  # SPEC §5.7: width or height < 1 px in the teacher frame -> invalid
+    # Width or height < 1 px in the teacher frame -> invalid (docs/method.md "Quality-Aware Module")
+    degenerate = (wh < 1).any(1)
     if cfg.adaptive_k and cfg.area_frame == "original":
         if gt_areas_orig is None:
             raise ValueError("qam_label: gt_areas_orig is required when qam.area_frame='original'")

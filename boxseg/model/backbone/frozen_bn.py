@@ -1,4 +1,5 @@
-"""BatchNorm with frozen statistics and affine parameters (SPEC §2.1: backbone BN is frozen)."""
+"""BatchNorm with frozen statistics and affine parameters (a pretrained backbone's BN is frozen: docs/method.md
+"Student network")."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from boxseg.model.config import BACKBONE_NORMS
 
 
 def resolve_norm(norm: str, pretrained: object) -> str:
-    """'auto' -> frozen BN with pretrained weights (SPEC §2.1); GroupNorm without, because frozen BN with identity
-    statistics normalises nothing and a randomly initialised deep network then diverges."""
+    """'auto' -> frozen BN with pretrained weights (docs/method.md "Student network"); GroupNorm without, because
+    frozen BN with identity statistics normalises nothing and a randomly initialised deep network then diverges."""
     if norm not in BACKBONE_NORMS:
         raise ValueError(f"ModelConfig.backbone_norm: expected one of {BACKBONE_NORMS}, got {norm!r}")
     if norm != "auto":

@@ -12,7 +12,7 @@ from boxseg.model.backbone.loading import LoadReport, load_into, read_state_dict
 from boxseg.model.backbone.norm import make_norm
 
 # depth -> (block type, blocks per stage)
-RESNET_SPECS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+RESNET_STAGES: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
@@ -76,9 +76,9 @@ class ResNet(nn.Module):
 
     def __init__(self, depth: int = 50, norm: str = "frozen_bn", width: int = 64, freeze_stem: bool = False) -> None:
         super().__init__()
-        if depth not in RESNET_SPECS:
-            raise ValueError(f"ResNet depth: expected one of {sorted(RESNET_SPECS)}, got {depth}")
-        kind, blocks = RESNET_SPECS[depth]
+        if depth not in RESNET_STAGES:
+            raise ValueError(f"ResNet depth: expected one of {sorted(RESNET_STAGES)}, got {depth}")
+        kind, blocks = RESNET_STAGES[depth]
         block: type[BasicBlock | Bottleneck] = BasicBlock if kind == "basic" else Bottleneck
         self.depth = depth
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)

@@ -1,4 +1,4 @@
-// Torch-free math of Quality-aware Masks Fusion (SPEC Eq. 2) and Mask-Quality Scoring (Eq. 5).
+// Torch-free math of Quality-aware Masks Fusion (BoxSeg Eq. 2) and Mask-Quality Scoring (BoxSeg Eq. 5).
 #pragma once
 
 #include "common.h"

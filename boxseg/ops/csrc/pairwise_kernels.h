@@ -1,4 +1,5 @@
-// Torch-free math of the BoxInst pairwise affinity loss (SPEC 3.2), shared by the CPU and CUDA kernels.
+// Torch-free math of the BoxInst pairwise affinity loss (docs/method.md "Box-supervised mask loss"), shared by the
+// CPU and CUDA kernels.
 //
 // For logits a, b with p = sigmoid(.), q = sigmoid(-.):
 //   P_same = p_a p_b + q_a q_b,   loss = -log P_same,
