@@ -77,3 +77,7 @@ def cli(checkpoint: Path, fmt: str, out: Path, opset: int, dynamic: bool, batch:
         click.echo(f"Verified against PyTorch: {'passed' if v['passed'] else 'FAILED'} "
                    f"(max box err {v['box_abs_err']:.2e} px, score err {v['score_abs_err']:.2e}, "
                    f"min mask IoU {v['min_mask_iou']:.4f}, {len(v['cases'])} cases).")
+        for d in v.get("borderline", []):  # allowed, but the user should know a detection sits at the threshold
+            click.echo(f"  borderline: batch {d['batch']} size {d['size']} image {d['image']}: class {d['class']} "
+                       f"score {d['score']:.6f} at the {d['cut']} ({d['above_threshold']:+.2e} from the score "
+                       f"threshold), only in the {'PyTorch model' if d['side'] == 'reference' else 'graph'}")

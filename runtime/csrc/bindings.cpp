@@ -7,6 +7,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
@@ -20,6 +21,12 @@
 #include "preprocess.h"
 #include "rle.h"
 #include "thread_pool.h"
+
+#ifdef _WIN32
+#include <io.h>
+#else
+#include <unistd.h>
+#endif
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -137,7 +144,24 @@ nb::dict timings_dict(const boxseg::StageTimings& t) {
   return d;
 }
 
-nb::tuple predict(const Predictor& p, nb::sequence images, bool rle) {
+// Test hook for tests/runtime/test_threads.py, called without the GIL: says "in flight" by writing one byte to `fd`
+// (this end of a socket pair) and waits for one byte back. The test's Python thread waits for the first byte and
+// then answers, which it can only do if the caller really released the GIL; if not, the call deadlocks.
+void test_handshake(int fd) {
+#ifdef _WIN32
+  (void)fd;
+  throw std::invalid_argument("test_gate_fd needs a POSIX socket pair; not supported on Windows");
+#else
+  char byte = 1;
+  ssize_t done;
+  do done = ::write(fd, &byte, 1); while (done < 0 && errno == EINTR);
+  if (done != 1) throw std::runtime_error("test_gate_fd: write failed");
+  do done = ::read(fd, &byte, 1); while (done < 0 && errno == EINTR);
+  if (done != 1) throw std::runtime_error("test_gate_fd: read failed or closed");
+#endif
+}
+
+nb::tuple predict(const Predictor& p, nb::sequence images, bool rle, int test_gate_fd) {
   std::vector<AnyArray> arrays;  // keep the buffers alive while the GIL is released
   std::vector<ImageView> views;
   const size_t n = nb::len(images);
@@ -149,6 +173,7 @@ nb::tuple predict(const Predictor& p, nb::sequence images, bool rle) {
   {
     nb::gil_scoped_release release;
     result = p.predict(views, rle);
+    if (test_gate_fd >= 0) test_handshake(test_gate_fd);  // same GIL-free scope as the run above
   }
   nb::list dets;
   for (auto& det : result.images) dets.append(detections_to_dict(det, rle));
@@ -309,9 +334,10 @@ NB_MODULE(_core, m) {
           },
           "model_path"_a, "device"_a = "cpu", "threads"_a = 0, "min_size"_a = 0, "max_size"_a = 0,
           "score_threshold"_a = 0.f, "mask_threshold"_a = -1.f)
-      .def("predict", &predict, "images"_a, "rle"_a = false,
+      .def("predict", &predict, "images"_a, "rle"_a = false, "test_gate_fd"_a = -1,
            "Run a batch (one graph run per padded size); returns (list of detection dicts, timings dict, "
-           "list of (images, padded H, padded W) per graph run)")
+           "list of (images, padded H, padded W) per graph run). test_gate_fd >= 0 (tests only): after the "
+           "run, still without the GIL, write one byte to that socket and wait for one byte back")
       .def_prop_ro("info", [](const Predictor& p) { return model_info_dict(p.info()); })
       .def_prop_ro("backend", &Predictor::backend_name)
       .def_prop_ro("mask_threshold", &Predictor::mask_threshold)

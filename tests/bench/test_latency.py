@@ -21,8 +21,9 @@ def check_row(row: dict, batch: int) -> None:
     assert row["img_s"] == pytest.approx(batch * 1000.0 / row["p50_ms"])
     for stage in ("pre_ms", "infer_ms", "post_ms"):
         assert row[stage] is not None and row[stage] >= 0.0
-    # stages are parts of the end-to-end time (medians, so allow scheduling noise)
-    assert row["pre_ms"] + row["infer_ms"] + row["post_ms"] <= 1.5 * row["p99_ms"] + 1.0
+    # Stages run inside their iteration's end-to-end interval, and a median of non-negative samples is at most
+    # twice their mean: so this holds whatever the timings are (no margin for a machine's noise).
+    assert row["pre_ms"] + row["infer_ms"] + row["post_ms"] <= 2.0 * row["mean_ms"] + 1e-3
     assert row["peak_mb"] >= 0.0
 
 

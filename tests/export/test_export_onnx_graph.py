@@ -11,7 +11,14 @@ import onnx.numpy_helper as nh
 import pytest
 from boxseg.export.metadata import parse_metadata, read_onnx_metadata
 from boxseg.export.trt_support import check_tensorrt_support
-from boxseg.export.verify import TOLERANCES, check_onnx_file, mask_ap_equality, sample_images, verify_onnx
+from boxseg.export.verify import (
+    BORDERLINE_ERROR_MULTIPLE,
+    TOLERANCES,
+    check_onnx_file,
+    mask_ap_equality,
+    sample_images,
+    verify_onnx,
+)
 from export_helpers import CLASS_NAMES, VERIFY_SIZES
 
 
@@ -66,9 +73,16 @@ def test_weights_are_the_students_never_the_teachers(exported: dict, student) ->
 
 
 def test_onnxruntime_matches_pytorch_at_batch_1_and_4_and_two_sizes(exported: dict, student) -> None:
+    """The fixture's threshold is one of image 0's scores, so at 64x64 that detection sits on the threshold and
+    float rounding (CPU, batch size) decides which side keeps it: verify's borderline rule must absorb exactly that
+    and nothing more."""
     report = verify_onnx(student, exported["onnx"], images=sample_images(4), sizes=VERIFY_SIZES, batches=(1, 4))
     assert report["passed"], report
     assert len(report["cases"]) == 4
+    for case in report["cases"]:
+        assert case["score_threshold"] == student.cfg.score_thresh
+        assert case["borderline_tolerance"] <= BORDERLINE_ERROR_MULTIPLE * max(case["score_abs_err"], 1e-6)
+        assert all(d["image"] == 0 and d["size"] == [64, 64] for d in report["borderline"]), report["borderline"]
     assert report["box_rel_err"] <= TOLERANCES.box_rel and report["score_abs_err"] <= TOLERANCES.score_abs
     assert report["min_mask_iou"] >= TOLERANCES.mask_iou
     # The cases exercise both full and padded outputs (the fixture's score threshold sees to that).
@@ -82,7 +96,12 @@ def test_mask_ap_is_equal_on_the_synthetic_val_split(tmp_path: Path, exported: d
     generate_dataset(tmp_path / "val", num_images=3, size=(128, 160), seed=7, progress=False)
     report = mask_ap_equality(student, exported["onnx"], tmp_path / "val", imgsz=(160, 224))
     assert report["passed"], report
-    assert report["torch"]["detections"] == report["onnx"]["detections"] > 0
+    assert report["matching"]["passed"], report["matching"]  # every detection matched, or borderline
+    # Counts may differ only by detections on the score threshold that one side rounded away.
+    only = [d["side"] for d in report["matching"]["borderline"]]
+    assert report["torch"]["detections"] - report["onnx"]["detections"] == only.count("reference") - only.count(
+        "graph")
+    assert report["onnx"]["detections"] > 0
     assert report["segm_AP_delta"] <= TOLERANCES.ap_delta and report["bbox_AP_delta"] <= TOLERANCES.ap_delta
 
 

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from boxseg.export.errors import ExportError
 from boxseg.export.images import letterbox, list_images, read_rgb
-from boxseg.export.verify import compare_detections
+from boxseg.export.verify import (
+    BORDERLINE_ERROR_MULTIPLE,
+    BORDERLINE_FLOOR_ULPS,
+    borderline_tolerance,
+    compare_detections,
+)
 from PIL import Image
 
 
@@ -81,6 +86,92 @@ def test_box_tolerance_is_relative_with_a_one_pixel_floor() -> None:
     got = {k: v.copy() for k, v in ref.items()}
     got["boxes"][0, 0, 2] += 0.9e-3 * max(abs(ref["boxes"][0, 0, 2]), 1.0)
     assert compare_detections(ref, got)["passed"]
+
+
+THRESHOLD = 0.1  # the score threshold of the detection sets below; their real detections score 0.2..0.9
+
+
+def _with_low_detection(score: float, score_error: float = 1e-6) -> tuple[dict, dict]:
+    """(ref, got): the same three detections, got's scores off by `score_error` (the observed error), and a fourth
+    detection of score `score` that only ref has (got's row 3 is padding)."""
+    ref = _outputs(n=4)
+    ref["scores"][0, :3] = [0.9, 0.6, 0.3]
+    ref["scores"][0, 3] = score
+    got = {k: v.copy() for k, v in ref.items()}
+    got["scores"][0, :3] += np.float32(score_error)
+    got["num_dets"][0] = 3
+    got["boxes"][0, 3], got["scores"][0, 3], got["classes"][0, 3], got["masks"][0, 3] = 0, 0, -1, 0
+    return ref, got
+
+
+def test_tolerance_is_a_multiple_of_the_observed_score_error_with_an_ulp_floor() -> None:
+    assert borderline_tolerance([1e-7, -3e-6, 2e-6], 0.05) == pytest.approx(BORDERLINE_ERROR_MULTIPLE * 3e-6)
+    floor = BORDERLINE_FLOOR_ULPS * float(np.spacing(np.float32(0.05)))
+    assert borderline_tolerance([], 0.05) == borderline_tolerance([0.0], 0.05) == floor
+    assert 0 < floor < 1e-7  # a few float32 roundings at 0.05, nothing like a fixed guess
+
+
+def test_a_detection_just_above_the_threshold_may_be_missing_and_is_reported() -> None:
+    ref, got = _with_low_detection(THRESHOLD + 2e-6)  # within 4 x the 1e-6 matched error
+    report = compare_detections(ref, got, score_threshold=THRESHOLD)
+    assert report["passed"], report["failures"]
+    assert report["matched"] == 3 and report["score_abs_err"] == pytest.approx(1e-6, rel=0.1)
+    assert report["borderline_tolerance"] == pytest.approx(BORDERLINE_ERROR_MULTIPLE * report["score_abs_err"])
+    [line] = report["borderline"]
+    assert (line["image"], line["side"], line["index"]) == (0, "reference", 3)
+    assert line["score"] == pytest.approx(THRESHOLD + 2e-6) and line["above_threshold"] == pytest.approx(2e-6, 0.1)
+    # The other way round: the graph has the extra borderline detection.
+    report = compare_detections(got, ref, score_threshold=THRESHOLD)
+    assert report["passed"] and [(d["side"], d["index"]) for d in report["borderline"]] == [("graph", 3)]
+
+
+@pytest.mark.parametrize("score", [0.3 - 1e-3, THRESHOLD + 1e-4, THRESHOLD + 1e-5])
+def test_a_missing_detection_beyond_the_tolerance_still_fails(score: float) -> None:
+    """Far above the threshold, or just beyond 4 x the observed 1e-6 error: a real difference."""
+    ref, got = _with_low_detection(score)
+    report = compare_detections(ref, got, score_threshold=THRESHOLD)
+    assert not report["passed"] and report["borderline"] == []
+    assert any("detection 3 " in f and "has no counterpart" in f for f in report["failures"]), report["failures"]
+    assert "image 0: num_dets 3, expected 4" in report["failures"]
+
+
+def test_with_exact_agreement_only_float32_rounding_counts_as_borderline() -> None:
+    ulp = float(np.spacing(np.float32(THRESHOLD)))
+    ref, got = _with_low_detection(float(np.float32(THRESHOLD) + np.float32(2 * ulp)), score_error=0.0)
+    assert compare_detections(ref, got, score_threshold=THRESHOLD)["passed"]
+    ref, got = _with_low_detection(THRESHOLD + 1e-6, score_error=0.0)  # ~130 ulps: more than rounding
+    assert not compare_detections(ref, got, score_threshold=THRESHOLD)["passed"]
+
+
+def _full_with_swapped_last(other_score_delta: float) -> tuple[dict, dict]:
+    """(ref, got) filling all 5 slots; got's last slot holds another detection (other class and place) scoring
+    `other_score_delta` away from ref's last one: the top-D cut kept a different candidate."""
+    ref = _outputs(n=5, d=5)
+    ref["scores"][0] = [0.9, 0.8, 0.7, 0.6, 0.5]
+    got = {k: v.copy() for k, v in ref.items()}
+    got["scores"][0, :4] += np.float32(1e-6)
+    got["classes"][0, 4] = (ref["classes"][0, 4] + 1) % 3
+    got["boxes"][0, 4] = [60, 60, 70, 70]
+    got["scores"][0, 4] = ref["scores"][0, 4] + np.float32(other_score_delta)
+    return ref, got
+
+
+def test_at_the_last_of_the_detection_slots_a_near_tie_may_swap() -> None:
+    ref, got = _full_with_swapped_last(-5e-7)
+    report = compare_detections(ref, got, score_threshold=THRESHOLD)
+    assert report["passed"], report["failures"]
+    assert sorted((d["side"], d["cut"]) for d in report["borderline"]) == [("graph", "last of 5 slots"),
+                                                                           ("reference", "last of 5 slots")]
+    ref, got = _full_with_swapped_last(0.05)  # got's last one clearly outranks ref's last: ref should have it
+    report = compare_detections(ref, got, score_threshold=THRESHOLD)
+    assert not report["passed"]
+    assert any("detection 4 of the graph" in f and "has no counterpart" in f for f in report["failures"])
+
+
+def test_without_a_threshold_every_detection_must_match() -> None:
+    ref, got = _with_low_detection(THRESHOLD + 1e-9)
+    report = compare_detections(ref, got)
+    assert not report["passed"] and report["borderline"] == [] and report["borderline_tolerance"] is None
 
 
 def _png(path: Path, h: int, w: int, value: int = 100) -> None:
