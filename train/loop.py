@@ -84,16 +84,19 @@ class Method:
         aug = self.cfg.student
         if max(aug.color_jitter.p, aug.grayscale.p, aug.gaussian_blur.p) <= 0:
             return batch
-        gen = self.photometric_generator(iteration)
         out = dict(batch)
         out["color_images"] = batch["images"]
-        out["images"] = self.photometric.apply_batch(batch["images"], batch["image_sizes"], gen)
+        out["images"] = self.photometric.apply_batch(batch["images"], batch["image_sizes"],
+                                                     self.photometric_generators(batch, iteration))
         return out
 
-    def photometric_generator(self, iteration: int) -> torch.Generator:
-        """The photometric draws of one iteration. Every method draws them from the same stream, so runs of two
-        presets with one seed see the same jitter (a paired comparison then differs only in the method)."""
-        return torch.Generator().manual_seed(_mix_seed(self.cfg.runtime.seed, iteration, D.rank(), 0xC0105))
+    def photometric_generators(self, batch: dict[str, Any], iteration: int) -> list[torch.Generator]:
+        """One generator per image, keyed by (seed, iteration, image id): every method draws the same jitter for an
+        image (runs of two presets with one seed then differ only in the method), and a batch split over DDP
+        processes draws what one process would."""
+        seed = self.cfg.runtime.seed
+        return [torch.Generator().manual_seed(_mix_seed(seed, iteration, int(image_id), 0xC0105))
+                for image_id in batch["image_ids"]]
 
     def telemetry(self) -> dict[str, float]:
         """Per-iteration statistics of what the method did (pseudo labels, bank, pastes); none for plain training."""

@@ -131,9 +131,11 @@ class StudentPhotometric:
         return out.to(img.dtype) if img.dtype.is_floating_point else out.round().clamp(0, 255).to(img.dtype)
 
     def apply_batch(self, images: torch.Tensor, image_sizes: list[tuple[int, int]],
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Augment each padded batch image inside its valid (h, w) region; padding stays as it was."""
+                    generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+        """Augment each padded batch image inside its valid (h, w) region; padding stays as it was. `generator`:
+        one for the whole batch, or one per image."""
         out = images.clone()
         for i, (h, w) in enumerate(image_sizes):
-            out[i, :, :h, :w] = self(images[i, :, :h, :w], generator)
+            gen = generator[i] if isinstance(generator, list) else generator
+            out[i, :, :h, :w] = self(images[i, :, :h, :w], gen)
         return out

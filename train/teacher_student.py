@@ -187,7 +187,7 @@ class TeacherStudentMethod(Method):
         out["targets"] = targets
         out["color_images"] = color_images
         out["images"] = self.photometric.apply_batch(color_images, [g.size for g in s_geoms],
-                                                     self.photometric_generator(iteration))
+                                                     self.photometric_generators(batch, iteration))
         self.last_stats = summarize(
             num_gt=sum(int(lab["valid"].numel()) for lab in labels),
             valid=torch.cat([lab["valid"].bool().reshape(-1) for lab in labels]),
