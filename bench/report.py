@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from boxseg.tempfiles import write_atomic
+
 Row = Mapping[str, Any]
 PlotSpec = Mapping[str, Any]
 
@@ -266,10 +268,9 @@ def plot_rows(rows: Sequence[Row], path: str | Path, plot: PlotSpec | Sequence[P
 # ---------------------------------------------------------------- the writer
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+# The one atomic writer is boxseg.tempfiles.write_atomic; this name stays for bench/ablation.py and boxseg/demo.py,
+# which still import it from here.
+write_text_atomic = write_atomic
 
 
 def write_report(
@@ -309,9 +310,9 @@ def write_report(
     }
     if summary is not None:
         doc["summary"] = to_jsonable(dict(summary))
-    write_text_atomic(out / f"{name}.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    write_text_atomic(out / f"{name}.csv", csv_text(rows, all_cols))
+    write_atomic(out / f"{name}.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    write_atomic(out / f"{name}.csv", csv_text(rows, all_cols))
     table = markdown_table(rows, columns, floatfmt, headers)
-    write_text_atomic(out / f"{name}.md", f"# {name}\n\n{table}")
+    write_atomic(out / f"{name}.md", f"# {name}\n\n{table}")
     plot_rows(rows, out / f"{name}.png", plot)
     return table

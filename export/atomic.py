@@ -17,7 +17,7 @@ from pathlib import Path
 
 from boxseg.export.errors import ExportError
 
-from boxseg.tempfiles import remove_stale_temp_files
+from boxseg.tempfiles import default_file_mode, remove_stale_temp_files, temp_beside
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
@@ -42,18 +42,14 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return out
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     """Yield temporary paths (same folders, hidden names) for `paths`; rename them all into place on success.
 
-    On any exception every temporary file is removed and the exception propagates. The renames happen last and
-    in order, so a reader never sees a new main file next to an old sidecar for longer than one rename.
+    The exporters write by path, several files at once, so this is the multi-file form of
+    `boxseg.tempfiles.atomic_file`, with the same temporary names and permissions. On any exception every
+    temporary file is removed and the exception propagates. The renames happen last and in order, so a reader
+    never sees a new main file next to an old sidecar for longer than one rename.
     """
     finals = [Path(p) for p in paths]
     for final in finals:  # leftovers of an export to the same path that was killed before it could clean up
@@ -61,14 +57,14 @@ def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     temps: list[Path] = []
     try:
         for final in finals:
-            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+            fd, tmp = temp_beside(final)
             os.close(fd)
-            temps.append(Path(tmp))
+            temps.append(tmp)
         yield temps
         for tmp in temps:
             if not tmp.exists() or tmp.stat().st_size == 0:
                 raise ExportError(f"internal error: the exporter did not write {str(tmp)!r}.")
-        mode = 0o666 & ~_current_umask()  # mkstemp makes 0600 files; give them the usual permissions
+        mode = default_file_mode()
         for tmp, final in zip(temps, finals):
             os.chmod(tmp, mode)
             os.replace(tmp, final)

@@ -35,6 +35,7 @@ from boxseg.train.pseudo.config import (
 )
 
 from boxseg.model.config import ModelConfig
+from boxseg.tempfiles import write_atomic
 
 
 class ConfigError(ValueError):
@@ -447,8 +448,4 @@ def config_from_dict(data: dict[str, Any], source: str = "config dict") -> Train
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -47,9 +47,9 @@ from boxseg.label.store import (
     file_sha256,
     fingerprint_differences,
     remove_leftovers,
-    write_atomic,
 )
 from boxseg.ops import box_masks
+from boxseg.tempfiles import write_atomic
 
 LABELLERS = ("qam", "bpma", "ellipse", "box")
 MODEL_LABELLERS = ("qam", "bpma")

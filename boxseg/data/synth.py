@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from boxseg.data.shapes import CATEGORY_NAMES, Shape, crop_to_image, rasterize, sample_shape
 from boxseg.data.textures import background, degrade, easy_colours, hard_colours, object_texture
+from boxseg.tempfiles import write_atomic
 
 SYNTH_VERSION = 1
 SPLITS = ("easy", "hard")
@@ -236,11 +237,7 @@ def generate_dataset(
         "images": images,
         "annotations": annotations,
     }
-    tmp = out / "annotations.json.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(dataset, f, sort_keys=True, separators=(",", ":"))
-        f.write("\n")
-    os.replace(tmp, out / "annotations.json")
+    write_atomic(out / "annotations.json", json.dumps(dataset, sort_keys=True, separators=(",", ":")) + "\n")
     _remove_stale_images(image_dir, num_images)
     seconds = time.perf_counter() - t0
     per_cat = {c["name"]: 0 for c in dataset["categories"]}

@@ -174,12 +174,13 @@ def write_label_report(result: dict[str, Any], out_dir: str | Path, name: str = 
     """`name.json` (the whole result) and `name.png` (mean IoU and kept fraction against the w cut)."""
     import json
 
-    from boxseg.bench.report import plot_rows, write_text_atomic
+    from boxseg.bench.report import plot_rows
+    from boxseg.tempfiles import write_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / f"{name}.json", out / f"{name}.png"
-    write_text_atomic(json_path, json.dumps(result, indent=1) + "\n")
+    write_atomic(json_path, json.dumps(result, indent=1) + "\n")
     rows = [{"w >=": f"{c['min_quality']:.2f}", "mean IoU": c["miou"], "kept fraction": c["kept_fraction"]}
             for c in result["curve"]]
     plot_rows(rows, png_path, [

@@ -27,7 +27,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from boxseg.data.coco import ANNOTATIONS_FILE, CocoDataset, load_json
-from boxseg.label.store import STATE_DIR, LabelError, dumps, file_sha256, write_atomic
+from boxseg.label.store import STATE_DIR, LabelError, dumps, file_sha256
+from boxseg.tempfiles import write_atomic
 
 THUMB_SIZE = 256  # longer side of a thumbnail, pixels
 DEFAULT_LIMIT = 1000  # images on the page, lowest w first (0: all)

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from boxseg.data.errors import DataError
-from boxseg.tempfiles import remove_stale_temp_files
+from boxseg.tempfiles import remove_stale_temp_files, write_atomic
 
 ANNOTATIONS = "annotations.json"
 STATE_DIR = ".boxseg-label"
@@ -27,26 +25,6 @@ _TEMP_NAMES = r"annotations\.json|index\.html|state\.json|part-\d+\.json"
 
 class LabelError(DataError):
     """A `boxseg label` problem with its inputs or its output folder (a DataError: the CLI prints it plainly)."""
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a reader sees the old file or the new one, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def remove_leftovers(out_dir: Path) -> list[Path]:
