@@ -47,12 +47,11 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """uint8 (H, W, 3) RGB, EXIF orientation applied."""
-    from PIL import Image, ImageOps
+    """uint8 (H, W, 3) RGB, EXIF orientation applied: the pixels training saw (`boxseg.data.images`)."""
+    from boxseg.data.images import read_rgb as read_image_file
 
     try:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        return read_image_file(path)
     except OSError as exc:
         raise ExportError(f"cannot read image {str(path)!r}: {exc}") from exc
 

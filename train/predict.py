@@ -4,12 +4,13 @@ overlay PNG per image."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from boxseg.tempfiles import write_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -42,14 +43,11 @@ def check_output_folder(images: str | Path, out_dir: str | Path) -> None:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """uint8 (H, W, 3) RGB, EXIF orientation applied (the same rule as the dataset reader)."""
-    from PIL import Image, ImageOps
-
-    from boxseg.data.coco import to_rgb_uint8
+    """uint8 (H, W, 3) RGB, EXIF orientation applied (`boxseg.data.images`, the dataset's reader)."""
+    from boxseg.data.images import read_rgb
 
     try:
-        with Image.open(path) as img:
-            return to_rgb_uint8(ImageOps.exif_transpose(img))
+        return read_rgb(path)
     except OSError as exc:
         raise OSError(f"{path}: cannot read this image ({exc})") from exc
 
@@ -115,9 +113,7 @@ def write_predictions(predict_chunk: Callable[[list[np.ndarray]], list[dict[str,
             if overlays:
                 draw_instances(image, p["boxes"], p["classes"], p["scores"], p["masks"], class_names).save(
                     out / f"{f.stem}.png")
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results))
-    os.replace(tmp, out / "results.json")
+    write_atomic(out / "results.json", json.dumps(results))
     return {
         "images": len(files), "instances": len(results), "results": str(out / "results.json"),
         "overlays": str(out) if overlays else None, "per_image": per_image,

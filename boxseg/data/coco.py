@@ -24,17 +24,17 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from boxseg.data.errors import DataError
+from boxseg.data.images import read_rgb, read_size
 from boxseg.data.segmentation import segmentation_problem
 
 ANNOTATIONS_FILE = "annotations.json"
 IMAGES_DIR = "images"
 ALLOW_OUTSIDE_ENV = "BOXSEG_ALLOW_OUTSIDE_IMAGES"
 LABEL_FIELDS = ("boxseg_quality", "boxseg_valid", "boxseg_source")
-_EXIF_ORIENTATION = 0x0112
 
 
 def _is_int(x: Any) -> bool:
@@ -100,21 +100,6 @@ def load_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-
-
-def to_rgb_uint8(img: Image.Image) -> np.ndarray:
-    """Any PIL image (L, LA, P, RGBA, CMYK, 16-bit or 32-bit grey, float) -> uint8 (H, W, 3) RGB."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit greyscale (PNG 16-bit loads as I;16 or I): scale the full 0..65535 range down to 0..255.
-        a = np.asarray(img).astype(np.float64) / 257.0
-        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    if img.mode == "F":
-        a = np.clip(np.rint(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.uint8).copy()
 
 
 def format_report(r: dict) -> str:
@@ -354,9 +339,7 @@ class CocoDataset:
         """uint8 (H, W, 3) RGB, EXIF orientation applied; DataError when missing, unreadable or mis-sized."""
         path, where = self._where(i)
         try:
-            with Image.open(path) as img:
-                img = ImageOps.exif_transpose(img)
-                arr = to_rgb_uint8(img)
+            arr = read_rgb(path)
         except FileNotFoundError as e:
             raise DataError(f"{where}: image file not found") from e
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -371,10 +354,7 @@ class CocoDataset:
         """(width, height) of image i's file after EXIF orientation, from its header only (no pixel decoding)."""
         path, where = self._where(i)
         try:
-            with Image.open(path) as img:
-                w, h = img.size
-                if img.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):  # the transposing orientations
-                    w, h = h, w
+            w, h = read_size(path)
         except FileNotFoundError as e:
             raise DataError(f"{where}: image file not found") from e
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
