@@ -7,6 +7,7 @@ and are imported only when invoked, so ``boxseg --help`` stays fast and never im
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
 
@@ -26,22 +27,33 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
+    """A group whose sub-command `name` is the click object `cli` of the module `<package>.<name>`, imported only
+    when that command runs. `boxseg` and `boxseg bench` are both one of these.
+
+    lazy: name -> one-line help; `section` titles the list of them in --help.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str], package: str, section: str = "Commands",
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy, self.package, self.section = lazy, package, section
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return list(self.lazy)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
+        if name not in self.lazy:
             return None
-        module = importlib.import_module(f"boxseg.cli.{name}")
-        return module.cli
+        return importlib.import_module(f"{self.package}.{name}").cli
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Uses the static one-line help so listing commands imports nothing heavy.
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, text) for name, text in COMMANDS.items()])
+        with formatter.section(self.section):
+            formatter.write_dl(list(self.lazy.items()))
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=COMMANDS, package="boxseg.cli",
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="boxseg")
 def main() -> None:
     """BoxSeg: train box-supervised instance segmentation, export it, deploy it, measure it."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
-from boxseg.cli import COMMANDS
+from boxseg.cli import COMMANDS, LazyGroup
 
 BENCHES: dict[str, str] = {
     "latency": "Latency per backend x image size x batch, with a stage breakdown.",
@@ -18,37 +16,7 @@ BENCHES: dict[str, str] = {
 }
 
 
-class LazyBenchGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(BENCHES)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in BENCHES:
-            return None
-        try:
-            module = importlib.import_module(f"boxseg.bench.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"boxseg.bench.{name}":
-                raise
-            return _missing(name)
-        return module.cli
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with formatter.section("Benchmarks"):
-            formatter.write_dl(list(BENCHES.items()))
-
-
-def _missing(name: str) -> click.Command:
-    from boxseg.cli import not_built
-
-    @click.command(name, help=BENCHES[name], context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def cmd(args: tuple[str, ...]) -> None:
-        not_built(f"`boxseg bench {name}`", "open issue")
-
-    return cmd
-
-
-@click.group("bench", cls=LazyBenchGroup, help=COMMANDS["bench"])
+@click.group("bench", cls=LazyGroup, lazy=BENCHES, package="boxseg.bench", section="Benchmarks",
+             help=COMMANDS["bench"])
 def cli() -> None:
     pass
