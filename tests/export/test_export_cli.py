@@ -73,7 +73,7 @@ def test_checkpoints_of_the_wrong_kind_or_version(tmp_path: Path, checkpoint: Pa
     out = tmp_path / "out"
     out.mkdir()
     cases = [(foreign, "field 'format' is None; expected 'boxseg-checkpoint'"), (newer, "field 'version' is 99"),
-             (text, "not a readable torch checkpoint"), (tmp_path / "missing.pt", "no such file")]
+             (text, "not a torch checkpoint"), (tmp_path / "missing.pt", "no such file")]
     for path, message in cases:
         code, _, err = _run("--checkpoint", str(path), "--format", "onnx", "--out", str(out / "m.onnx"))
         assert code == 1 and message in err, (path, err)
