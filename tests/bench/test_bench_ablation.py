@@ -75,9 +75,14 @@ def test_report_files(run: tuple[dict, Path, Path]) -> None:
     assert "| boxinst | 2 |" in md and "±" in md
 
 
-def test_resume_reads_saved_results(run: tuple[dict, Path, Path]) -> None:
-    """A second invocation trains nothing: it aggregates the result files that exist (edited here to prove it)."""
-    _, data, out = run
+def test_resume_reads_saved_results(run: tuple[dict, Path, Path], tmp_path: Path) -> None:
+    """A second invocation trains nothing: it aggregates the result files that exist (edited here to prove it).
+    It edits a copy, so the module's other tests see the real results whatever order they run in."""
+    import shutil
+
+    _, data, shared = run
+    out = tmp_path / "out"
+    shutil.copytree(shared, out)
     for k, ap in ((0, 10.0), (1, 20.0)):
         path = out / "runs" / "boxinst" / f"seed{k}" / "result.json"
         result = json.loads(path.read_text())
