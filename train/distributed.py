@@ -104,4 +104,7 @@ def barrier(info: DistInfo) -> None:
 
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
+        # All ranks reach teardown together: a rank that destroys its gloo pairs while a peer is still inside a
+        # collective can abort that peer (seen as "terminate called without an active exception" under load).
+        dist.barrier()
         dist.destroy_process_group()
