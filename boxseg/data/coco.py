@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 from PIL import UnidentifiedImageError
-from pycocotools import mask as mask_utils
 
 from boxseg.data.errors import DataError
 from boxseg.data.images import read_rgb, read_size
-from boxseg.data.segmentation import segmentation_problem
+from boxseg.data.segmentation import segmentation_problem, segmentation_to_mask
 
 ANNOTATIONS_FILE = "annotations.json"
 IMAGES_DIR = "images"
@@ -401,13 +400,7 @@ class CocoDataset:
             if problem:
                 raise DataError(f"{self.ann_file}: annotation id={a['id']} (image id={info['id']}): field "
                                 f"'segmentation' {problem}")
-            if isinstance(seg, list):  # polygons
-                rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-            elif isinstance(seg["counts"], list):  # uncompressed RLE
-                rle = mask_utils.frPyObjects(seg, h, w)
-            else:
-                rle = dict(seg)
-            out[k] = mask_utils.decode(rle).astype(bool)
+            out[k] = segmentation_to_mask(seg, h, w)
         return out
 
     def label_weights(self, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ allocating the mask: polygons hold finite numbers, an even count >= 6 each, near
 image's size and `counts` that decode to non-negative runs summing to height * width.
 
 `segmentation_problem` returns None for a valid value, else a sentence saying what is wrong and what was
-expected; the caller adds the file, the annotation id and the field name.
+expected; the caller adds the file, the annotation id and the field name. `segmentation_to_mask` decodes a value
+that passed it (polygons, compressed or uncompressed RLE) into a bool mask.
 """
 
 from __future__ import annotations
@@ -162,3 +163,17 @@ def segmentation_problem(seg: Any, height: int, width: int, decode_counts: bool 
         return rle_problem(seg, height, width, decode_counts)
     return (f"is {_show(seg)} ({type(seg).__name__}); expected a list of polygons [[x1, y1, x2, y2, ...], ...] "
             f"or an RLE object {{\"size\": [{height}, {width}], \"counts\": ...}}")
+
+
+def segmentation_to_mask(seg: Any, height: int, width: int) -> np.ndarray:
+    """bool (height, width) mask of a segmentation that `segmentation_problem` accepted: polygons (merged),
+    uncompressed RLE (`counts` a list) or compressed RLE."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg["counts"], list):
+        rle = mask_utils.frPyObjects(seg, height, width)
+    else:
+        rle = dict(seg)
+    return mask_utils.decode(rle).astype(bool)

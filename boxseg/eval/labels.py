@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from boxseg.data.coco import CocoDataset, load_json
 from boxseg.data.errors import DataError
-from boxseg.data.segmentation import segmentation_problem
+from boxseg.data.segmentation import segmentation_problem, segmentation_to_mask
 
 SIZE_RANGES = {"small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2), "large": (96.0 ** 2, float("inf"))}
 DEFAULT_CUTS = tuple(round(0.05 * k, 2) for k in range(20))  # 0.00, 0.05, ..., 0.95
@@ -64,16 +63,6 @@ def size_of(area: float) -> str:
     return "large"
 
 
-def _decode(seg: Any, h: int, w: int) -> np.ndarray:
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-    elif isinstance(seg.get("counts"), list):
-        rle = mask_utils.frPyObjects(seg, h, w)
-    else:
-        rle = seg
-    return mask_utils.decode(rle).astype(bool)
-
-
 def label_records(data: str | Path, labels: str | Path) -> list[dict[str, Any]]:
     """One record per GT annotation: id, image_id, category_id, gt_area, size, iou, w, valid, source, has_mask."""
     gt = CocoDataset(data, with_masks=True)
@@ -105,7 +94,7 @@ def label_records(data: str | Path, labels: str | Path) -> list[dict[str, Any]]:
                 problem = segmentation_problem(seg, h, w)
                 if problem:
                     raise DataError(f"{labels}: annotation id={aid}: field 'segmentation' {problem}")
-                pred = _decode(seg, h, w)
+                pred = segmentation_to_mask(seg, h, w)
                 inter = float(np.logical_and(pred, masks[k]).sum())
                 union = float(np.logical_or(pred, masks[k]).sum())
                 iou = inter / union if union > 0 else 0.0

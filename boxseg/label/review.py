@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from boxseg.data.coco import ANNOTATIONS_FILE, CocoDataset, load_json
+from boxseg.data.segmentation import segmentation_to_mask
 from boxseg.label.store import STATE_DIR, LabelError, dumps, file_sha256
 from boxseg.tempfiles import write_atomic
 
@@ -46,16 +46,6 @@ def _row_runs(mask: np.ndarray) -> list[int]:
     bounds = np.concatenate([[0], change, [flat.size]])
     runs = np.diff(bounds).tolist()
     return ([0] + runs) if flat.size and flat[0] else runs
-
-
-def _decode(seg: Any, h: int, w: int) -> np.ndarray:
-    """uint8 (h, w) mask of a segmentation: compressed RLE (what `boxseg label` writes), polygons or
-    uncompressed RLE."""
-    if isinstance(seg, list):
-        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
-    if isinstance(seg.get("counts"), list):
-        return mask_utils.decode(mask_utils.frPyObjects(seg, h, w))
-    return mask_utils.decode(seg)
 
 
 def _data_uri(image: np.ndarray) -> str:
@@ -101,7 +91,7 @@ def review_items(out_dir: str | Path, limit: int = DEFAULT_LIMIT, thumb: int = T
                    "box": [round(x * sx, 2), round(y * sy, 2), round(bw * sx, 2), round(bh * sy, 2)]}
             seg = a.get("segmentation")
             if seg is not None:
-                full = _decode(seg, h, w)
+                full = segmentation_to_mask(seg, h, w)
                 small = np.asarray(Image.fromarray(full.astype(np.uint8) * 255).resize((tw, th), Image.BILINEAR))
                 rec["rle"] = _row_runs(small >= 128)
             anns.append(rec)
