@@ -95,7 +95,7 @@ class Method:
         image (runs of two presets with one seed then differ only in the method), and a batch split over DDP
         processes draws what one process would."""
         seed = self.cfg.runtime.seed
-        return [torch.Generator().manual_seed(_mix_seed(seed, iteration, int(image_id), 0xC0105))
+        return [torch.Generator().manual_seed(mix_seed(seed, iteration, int(image_id), 0xC0105))
                 for image_id in batch["image_ids"]]
 
     def telemetry(self) -> dict[str, float]:
@@ -146,7 +146,8 @@ def build_method(cfg: TrainConfig, student: nn.Module, criterion: Any) -> Method
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _mix_seed(*values: int) -> int:
+def mix_seed(*values: int) -> int:
+    """A seed from integers (numpy SeedSequence hashing): the per-iteration random streams of the methods."""
     return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0])
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,7 +36,7 @@ from .copy_paste import MemoryBank, PeerCopyPaste, collect_tutors
 from .data import pad_to, resize_image
 from .ema import ModelEMA
 from .geometry import ViewGeometry, map_boxes, map_masks, teacher_geometry
-from .loop import METHODS, Method
+from .loop import METHODS, Method, mix_seed
 from .losses.mask_sup import QualityMaskLoss
 from .pseudo.bpma import bpma_label
 from .pseudo.config import (
@@ -92,10 +91,6 @@ def ts_sections(cfg: Any) -> TSSections:
     return sec
 
 
-def _seed(*values: int) -> int:
-    return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0])
-
-
 class TeacherStudentMethod(Method):
     """EMA teacher + pseudo labels (QAM or BPMA) + Peer-assisted Copy-paste + student photometric augmentation."""
 
@@ -144,7 +139,7 @@ class TeacherStudentMethod(Method):
                    for t, sg, tg in zip(targets, s_geoms, t_geoms)]
         labels = self._pseudo_labels(t_images, t_boxes, targets, t_geoms)
 
-        gen = torch.Generator().manual_seed(_seed(self.seed, iteration, D.rank(), 0x7EAC))
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, iteration, D.rank(), 0x7EAC))
         if sec.pc.enabled:
             for i in range(n_img):  # the bank is updated from the whole batch before any paste (BoxSeg Alg. 1)
                 th, tw = t_geoms[i].size
@@ -164,8 +159,12 @@ class TeacherStudentMethod(Method):
             gt_masks = t.pop("masks", None)
             t["pseudo_weights"] = lab["weights"]
             t["pseudo_valid"] = lab["valid"]
-            on_grid = map_masks(lab["masks"], t_geoms[i], s_geoms[i], src_stride=MASK_STRIDE, dst_stride=MASK_STRIDE,
-                                out_shape=grid)
+            # The loss-grid masks: the targets without copy-paste, and the telemetry's IoU (copy-paste makes its
+            # targets from the full-resolution masks below, so with it and no GT masks this is not computed).
+            on_grid = None
+            if gt_masks is not None or not sec.pc.enabled:
+                on_grid = map_masks(lab["masks"], t_geoms[i], s_geoms[i], src_stride=MASK_STRIDE,
+                                    dst_stride=MASK_STRIDE, out_shape=grid)
             if gt_masks is not None:
                 v = lab["valid"]
                 ious.append(mask_iou(on_grid[v], downsample_gt(gt_masks[v], MASK_STRIDE, grid)))
@@ -245,10 +244,6 @@ class TeacherStudentMethod(Method):
                t_geoms: list[ViewGeometry]) -> list[dict[str, torch.Tensor]]:
         return label_teacher_views(model, t_images, t_boxes, [t["classes"] for t in targets], t_geoms,
                                    self.sec.pseudo_labeler, self.sec.qam, self.sec.bpma)
-
-    @staticmethod
-    def _candidate_pool(scores: torch.Tensor, levels: torch.Tensor, model: nn.Module) -> torch.Tensor:
-        return candidate_pool(scores, levels, model)
 
 
 def label_teacher_views(model: nn.Module, t_images: torch.Tensor, t_boxes: list[torch.Tensor],
