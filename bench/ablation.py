@@ -195,9 +195,10 @@ def train_and_evaluate(preset: str, config: str | None, seed: int, data: Path, o
                                    "--config, data or overrides); use another --out, or delete that run folder")
         log(f"bench ablation: {preset} seed {seed}: done before, reading {result_path}")
         return saved
-    from boxseg.bench.report import write_text_atomic
     from boxseg.train.evaluate import evaluate_checkpoint
     from boxseg.train.loop import Trainer
+
+    from boxseg.tempfiles import write_atomic
 
     log(f"bench ablation: {preset} seed {seed}: training {cfg.solver.max_iter} iterations in {run_dir}")
     t0 = time.perf_counter()
@@ -219,7 +220,7 @@ def train_and_evaluate(preset: str, config: str | None, seed: int, data: Path, o
                          "teacher_AP": e.get("teacher_AP")} for e in evals],
               "telemetry": telemetry}
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
+    write_atomic(result_path, json.dumps(result, indent=2) + "\n")
     log(f"  mask AP {segm['AP']:.2f}, box AP {bbox['AP']:.2f}"
         + (f", teacher mask AP {teacher_ap:.2f}" if teacher_ap is not None else "")
         + (f", converged: {result['converged']}" if result["converged"] is not None else ""))

@@ -268,11 +268,6 @@ def plot_rows(rows: Sequence[Row], path: str | Path, plot: PlotSpec | Sequence[P
 # ---------------------------------------------------------------- the writer
 
 
-# The one atomic writer is boxseg.tempfiles.write_atomic; this name stays for bench/ablation.py and boxseg/demo.py,
-# which still import it from here.
-write_text_atomic = write_atomic
-
-
 def write_report(
     name: str,
     rows: Sequence[Row],

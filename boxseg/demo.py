@@ -407,9 +407,9 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] | None = None,
         tail = f" ({result.detail})" if result.detail else ""
         say(f"{head}: {result.status} in {result.seconds:.1f} s{tail}")
     summary = build_summary(ctx, time.perf_counter() - start, failed)
-    from boxseg.bench.report import write_text_atomic
+    from boxseg.tempfiles import write_atomic
 
-    write_text_atomic(settings.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(settings.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
