@@ -151,12 +151,6 @@ def mix_seed(*values: int) -> int:
     return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0])
 
 
-def has_gt_masks(dataset: Any) -> bool:
-    """True when every annotation of a CocoDataset carries a segmentation (the synthetic data does)."""
-    anns = getattr(dataset, "_anns", None)
-    return bool(anns) and all(a.get("segmentation") is not None for per_image in anns for a in per_image)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -279,7 +273,7 @@ class Trainer:
         self.method.forward_student = D.wrap_model(self.model, self.dist, self.device)
         # GT masks only for the method's telemetry (pseudo-mask IoU); the method drops them before any loss.
         load_masks = reads_gt_masks(cfg) or (self.method.uses_gt_mask_telemetry and cfg.runtime.telemetry_gt_masks
-                                             and has_gt_masks(self.train_set))
+                                             and self.train_set.has_masks())
         self.train_set.with_masks = load_masks
 
         self.optimizer = build_optimizer(self.model, cfg.solver)

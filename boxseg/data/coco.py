@@ -386,6 +386,10 @@ class CocoDataset:
         classes = np.asarray([a["cls"] for a in anns], dtype=np.int64)
         return boxes, classes
 
+    def has_masks(self) -> bool:
+        """True when every annotation carries a segmentation (the synthetic data does; box-only data does not)."""
+        return bool(self._anns) and all(a.get("segmentation") is not None for anns in self._anns for a in anns)
+
     def load_masks(self, i: int) -> np.ndarray:
         """bool (n, H, W) masks of image i in annotation order (polygons, RLE or uncompressed RLE)."""
         info = self._images[i]
