@@ -154,8 +154,8 @@ def run_config(preset: str, config: str | None, seed: int, data: Path, run_dir: 
 
     cfg = load_config(preset, config, overrides=[
         f"data.train_dir={json.dumps(str(train_dir or data / 'train'))}",
-        f"data.val_dir={json.dumps(str(data / 'val'))}", f"runtime.out_dir={json.dumps(str(run_dir))}", f"runtime.seed={seed}", f"runtime.device={device}",
-        f"runtime.threads={threads}", "runtime.progress=false",
+        f"data.val_dir={json.dumps(str(data / 'val'))}", f"runtime.out_dir={json.dumps(str(run_dir))}",
+        f"runtime.seed={seed}", f"runtime.device={device}", f"runtime.threads={threads}", "runtime.progress=false",
     ])
     if iters is not None:
         cfg = scale_schedule(cfg, iters)
@@ -327,15 +327,12 @@ TELEMETRY_PLOT = [
 
 
 def protocol(preset: str, overlay: str | None, iters: int | None, overrides: list[str]) -> dict[str, Any]:
-    """The training protocol every run shares (from the first preset's resolved config), for the report."""
-    from boxseg.train.config import load_config
-    from boxseg.train.schedule import scale_schedule
-
-    cfg = load_config(DERIVED.get(preset, (preset,))[-1], overlay, overrides)
-    if iters is not None:
-        cfg = scale_schedule(cfg, iters)
+    """The training protocol every run shares, read from the config a run of the first preset gets (run_config;
+    the paths, seed and device do not enter it), for the report."""
+    cfg = run_config(DERIVED.get(preset, (preset,))[-1], overlay, 0, Path("."), Path("."), iters, "cpu", 0,
+                     overrides)
     return {"max_iter": cfg.solver.max_iter, "ims_per_batch": cfg.solver.ims_per_batch, "lr": cfg.solver.lr,
-            "steps": list(cfg.solver.steps), "eval_every": max(1, iters // 4) if iters else cfg.runtime.eval_every,
+            "steps": list(cfg.solver.steps), "eval_every": cfg.runtime.eval_every,
             "train_scales": list(cfg.input.train_scales), "test_size": cfg.input.test_size,
             "backbone": cfg.model.backbone, "fpn_channels": cfg.model.fpn_channels,
             "student_color_jitter_p": cfg.student.color_jitter.p, "ema_momentum": cfg.teacher.ema_momentum,
