@@ -159,3 +159,17 @@ def test_label_then_train_row(tmp_path: Path) -> None:
     source = json.loads((data / "train" / "annotations.json").read_text())
     assert [a["id"] for a in labels["annotations"]] == [a["id"] for a in source["annotations"]]
     assert all("boxseg_valid" in a for a in labels["annotations"])
+
+
+@pytest.mark.parametrize("preset, iters, overrides, fingerprint", [
+    ("boxseg", 40, ["solver.lr=0.02"], "f848f9310db421df"),
+    ("boxinst", None, [], "3306ed528e058137"),
+    ("boxteacher", None, [], "8f9d0e2079ba10cb"),
+])
+def test_run_fingerprints_are_stable(preset: str, iters: int | None, overrides: list[str], fingerprint: str) -> None:
+    """A saved run is reused only when its config fingerprint matches: a config refactor that moves any resolved
+    value (or turns an int into a float) changes it and makes every existing ablation folder unusable."""
+    from boxseg.bench.ablation import config_fingerprint, run_config
+
+    cfg = run_config(preset, "synthetic_cpu", 1, Path("/d"), Path("/r"), iters, "cpu", 2, overrides)
+    assert config_fingerprint(cfg) == fingerprint
