@@ -43,8 +43,9 @@ def fuse_general(cand_probs: torch.Tensor, gt_idx: torch.Tensor, box_scores: tor
     """QMF (Eq. 2) + MQS (Eq. 5) with every option: hard or soft gate, separate tau_score / tau_pixel.
 
     inside (G,H,W) bool is each GT's box on the mask grid. Returns (fused box-cropped (G,H,W), w (G,), valid (G,)).
-    Soft gate (PAIS-style, docs/method.md "Quality-Aware Module"): 1[s > tau] becomes s**soft_gate_power, and s-hat
-    the same-weighted mean.
+    Soft gate (PAIS-style, docs/method.md "Quality-Aware Module"): 1[s > tau] becomes min(1, (s / tau)**beta) with
+    beta = soft_gate_power, so a candidate below the gate still counts, less the further below; beta -> inf gives
+    the hard gate back. s-hat is the same-weighted mean.
     """
     g = inside.shape[0]
     s = box_scores.to(cand_probs.dtype)
@@ -52,7 +53,7 @@ def fuse_general(cand_probs: torch.Tensor, gt_idx: torch.Tensor, box_scores: tor
     if cfg.gate == "hard":
         sel = (s > cfg.tau_score).to(s.dtype)
     else:
-        sel = s.clamp_min(0) ** cfg.soft_gate_power
+        sel = (s.clamp_min(0) / max(cfg.tau_score, torch.finfo(s.dtype).tiny)).clamp_max(1) ** cfg.soft_gate_power
     gates = sel * (s * u).clamp_min(0).sqrt()
     fused, gsum = weighted_fusion(cand_probs, gt_idx, gates, g)
     sel_sum = s.new_zeros(g).index_add_(0, gt_idx, sel)

@@ -1,0 +1,158 @@
+"""SIM's pseudo-labeller, as plain tensor functions (SIM Sec. 3; docs/method.md "SIM").
+
+One image, teacher frame, mask grid of the dynamic head:
+  - `Prototypes`: L sub-centres per class on the L2-normalised mask features, assigned by Sinkhorn-Knopp (SIM
+    Eqs. 2-3, hard argmax) and updated with momentum (Eqs. 4-5);
+  - `Prototypes.semantic_map`: M_S of Eq. 1, the class's map given to every object of that class;
+  - `instance_map`: M_I of Eq. 6, the exp(mu * IoU)-weighted mean of the masks predicted at a GT's positives;
+  - `self_correct`: Eq. 7, (1 - alpha) M_S + alpha M_I;
+  - `ignore_band`: hard targets where the blend is >= tau_high or <= tau_low, weight 0 in between (Eq. 8's W);
+  - `importance`: Eq. 11's S_k, which SIM's copy-paste samples instances by.
+The mask loss that honours W is `boxseg.train.losses.sim.ignore_bce_dice`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import weighted_fusion
+
+
+def sinkhorn(scores: torch.Tensor, eps: float, iters: int = 3) -> torch.Tensor:
+    """Entropy-regularised transport of N pixels onto L sub-centres with equal mass per sub-centre (SIM Eq. 3).
+
+    scores (N, L) = <z_i, p_l>. Returns Q (N, L) >= 0 with column sums 1/L and row sums 1/N after convergence
+    (the last normalisation, over rows, holds exactly). Iterated in the log domain in float64, so a small eps
+    neither overflows nor empties a row by underflow.
+    """
+    n, l = scores.shape
+    if n == 0:
+        return scores.new_zeros(0, l)
+    logq = scores.double() / eps
+    for _ in range(iters):
+        logq = logq - torch.logsumexp(logq, 0, keepdim=True) - math.log(l)  # each sub-centre gets 1/L
+        logq = logq - torch.logsumexp(logq, 1, keepdim=True) - math.log(n)  # each pixel gives 1/N
+    return logq.exp().to(scores.dtype)
+
+
+def normalize_features(feats: torch.Tensor) -> torch.Tensor:
+    """(D, H, W) -> the same with each pixel's feature vector L2-normalised (SIM Sec. 3.2)."""
+    return F.normalize(feats, dim=0, eps=1e-12)
+
+
+class Prototypes(nn.Module):
+    """L sub-centres per class, kept as buffers so they travel with checkpoints (SIM Eqs. 1-5).
+
+    A class's sub-centres start from L of its first pixels (drawn with `generator`), not from random vectors: with
+    momentum 0.999 a random start would still weigh (0.999)^640 = 0.53 after a 640-iteration CPU-protocol run.
+    """
+
+    def __init__(self, num_classes: int, dim: int, per_class: int = 10, momentum: float = 0.999,
+                 temperature: float = 1.0, eps: float = 0.05, sinkhorn_iters: int = 3) -> None:
+        super().__init__()
+        self.per_class = per_class
+        self.momentum = momentum
+        self.temperature = temperature
+        self.eps = eps
+        self.sinkhorn_iters = sinkhorn_iters
+        self.register_buffer("protos", torch.zeros(num_classes, per_class, dim))
+        self.register_buffer("ready", torch.zeros(num_classes, dtype=torch.bool))
+
+    def semantic_map(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """M_S for each object: sigmoid(max_l <z, p^c_l> / tau) (Eq. 1). z (D, H, W) normalised, classes (G,).
+
+        Returns (G, H, W); an object of a class without prototypes yet gets 0.5 everywhere (no evidence), which
+        the ignore band then ignores unless the instance map decides.
+        """
+        g = classes.shape[0]
+        h, w = z.shape[-2:]
+        if g == 0:
+            return z.new_zeros(0, h, w)
+        sim = torch.einsum("gld,dhw->glhw", self.protos[classes].to(z.dtype), z).amax(1)
+        m = torch.sigmoid(sim / self.temperature)
+        return torch.where(self.ready[classes][:, None, None], m, torch.full_like(m, 0.5))
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor, fg: torch.Tensor, classes: torch.Tensor,
+               generator: torch.Generator | None = None) -> dict[str, int]:
+        """One image's momentum update (Eqs. 2-5). z (D, H, W) normalised; fg (G, H, W) bool, the current pseudo
+        masks' foreground; classes (G,). Pixels of class c = the union of its objects' foreground.
+
+        Returns counts for telemetry: classes updated, pixels assigned.
+        """
+        stats = {"classes": 0, "pixels": 0}
+        if classes.numel() == 0:
+            return stats
+        feats = z.flatten(1).t()  # (HW, D)
+        for c in torch.unique(classes).tolist():
+            pix = fg[classes == c].any(0).flatten()
+            x = feats[pix]
+            if x.shape[0] == 0:
+                continue
+            stats["classes"] += 1
+            stats["pixels"] += int(x.shape[0])
+            if not bool(self.ready[c]):
+                pick = torch.randint(x.shape[0], (self.per_class,), generator=generator, device="cpu")
+                self.protos[c] = F.normalize(x[pick.to(x.device)], dim=1).to(self.protos.dtype)
+                self.ready[c] = True
+                continue
+            p = self.protos[c].to(x.dtype)
+            assign = sinkhorn(x @ p.t(), self.eps, self.sinkhorn_iters).argmax(1)  # hard assignment (Eq. 5)
+            counts = torch.bincount(assign, minlength=self.per_class).to(x.dtype)
+            sums = x.new_zeros(self.per_class, x.shape[1]).index_add_(0, assign, x)
+            has = counts > 0
+            mean = sums / counts.clamp_min(1)[:, None]
+            new = self.momentum * p + (1 - self.momentum) * mean
+            self.protos[c] = torch.where(has[:, None], F.normalize(new, dim=1), p).to(self.protos.dtype)
+        return stats
+
+
+def instance_map(cand_probs: torch.Tensor, cand_ious: torch.Tensor, gt_idx: torch.Tensor, num_gt: int,
+                 mu: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """M_I of SIM Eq. 6: per GT, sum over its positives of softmax_pos(mu * IoU(pred box, GT box)) * m_pos.
+
+    cand_probs (M, H, W) mask probabilities, cand_ious (M,), gt_idx (M,) the GT each positive belongs to.
+    Returns (G, H, W) and has (G,) (False: the GT has no positive, its map is 0).
+    """
+    weights = torch.exp(mu * cand_ious.to(cand_probs.dtype).clamp(0, 1))  # <= e^mu: no overflow for mu <= 80
+    fused, wsum = weighted_fusion(cand_probs, gt_idx, weights, num_gt)
+    return fused, wsum > 0
+
+
+def self_correct(semantic: torch.Tensor, instance: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """SIM Eq. 7: the blend (1 - alpha) M_S + alpha M_I."""
+    return (1 - alpha) * semantic + alpha * instance
+
+
+def ignore_band(prob: torch.Tensor, inside: torch.Tensor, tau_low: float = 0.3, tau_high: float = 0.7
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard pseudo mask and ignore weights (SIM Sec. 3.3): 1 where prob >= tau_high inside the GT box, 0 where
+    prob <= tau_low or outside the box, weight 0 strictly between the two inside the box. -> (target, weight)."""
+    target = ((prob >= tau_high) & inside).to(prob.dtype)
+    band = inside & (prob > tau_low) & (prob < tau_high)
+    return target, (~band).to(prob.dtype)
+
+
+def importance(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SIM Eq. 11: S_k = mean of prob over the pixels labelled foreground; 0 for an object with none. (G,)."""
+    fg = target > 0.5
+    cnt = fg.flatten(1).sum(1)
+    tot = (prob * fg).flatten(1).sum(1)
+    return torch.where(cnt > 0, tot / cnt.clamp_min(1).to(prob.dtype), torch.zeros_like(tot))
+
+
+def sample_instances(scores: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SIM's copy-paste draw: a quarter of an image's instances, at least 1 and at most 3, without replacement and
+    with probability proportional to S (uniform when every S is 0). scores (K,) -> chosen indices."""
+    k = scores.shape[0]
+    if k == 0:
+        return torch.zeros(0, dtype=torch.long)
+    n = min(3, max(1, round(k / 4)), k)
+    p = scores.detach().double().cpu().clamp_min(0)
+    if float(p.sum()) <= 0:
+        p = torch.ones_like(p)
+    return torch.multinomial(p, n, replacement=False, generator=generator)
