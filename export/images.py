@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from boxseg.export.errors import ExportError
 
+from boxseg.contract import SIZE_DIVISOR, fit_size, pad_to
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -56,21 +58,26 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise ExportError(f"cannot read image {str(path)!r}: {exc}") from exc
 
 
-def letterbox(image: np.ndarray, size: tuple[int, int], divisor: int = 32, *, fill_canvas: bool = True
-              ) -> tuple[np.ndarray, float]:
+def letterbox(image: np.ndarray, size: tuple[int, int], divisor: int = SIZE_DIVISOR, *,
+              fill_canvas: bool = True) -> tuple[np.ndarray, float]:
     """Resize `image` (uint8 HWC RGB) to fit inside `size` = (H, W) keeping its aspect ratio, then pad with zeros
     at the bottom/right to `size` (fill_canvas) or to the next multiple of `divisor`. Returns float32 (3, H', W')
-    on the 0..255 scale and the scale factor applied."""
+    on the 0..255 scale and the scale factor applied. The resized size is `letterbox_size` (the contract's
+    rounding, half up)."""
     from PIL import Image
 
     h, w = image.shape[:2]
-    scale = min(size[0] / h, size[1] / w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    (nh, nw), scale = fit_size(h, w, size)
     resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR)) if (nh, nw) != (h, w) else image
     if fill_canvas:
         ph, pw = size
     else:
-        ph, pw = -(-nh // divisor) * divisor, -(-nw // divisor) * divisor
+        ph, pw = pad_to(nh, divisor), pad_to(nw, divisor)
     canvas = np.zeros((3, ph, pw), dtype=np.float32)
     canvas[:, :nh, :nw] = resized.transpose(2, 0, 1)
     return canvas, scale
+
+
+def letterbox_size(height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:
+    """The (h, w) `letterbox` resizes an image of (height, width) to, before padding."""
+    return fit_size(height, width, size)[0]

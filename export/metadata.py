@@ -16,10 +16,10 @@ from pathlib import Path
 
 from boxseg.export.errors import ExportError
 
+from boxseg.contract import MASK_STRIDE, SIZE_DIVISOR
+
 FORMAT_VALUE = "boxseg-onnx"
 INPUT_FORMAT = "float32 NCHW RGB 0-255"
-SIZE_DIVISOR = 32
-MASK_STRIDE = 4
 
 # Keys every exported model carries (docs/contracts.md). Extra `boxseg.*` keys may follow.
 REQUIRED_KEYS: tuple[str, ...] = (

@@ -25,8 +25,9 @@ from boxseg.export.graph import OUTPUT_NAMES, ExportModule
 from boxseg.export.metadata import set_onnx_metadata
 from boxseg.export.nms import translation_table
 
+from boxseg.contract import SIZE_DIVISOR
+
 INPUT_NAME = "images"
-SIZE_DIVISOR = 32
 OPSET_RANGE = (18, 23)  # the dynamo exporter starts at 18; ONNX Runtime 1.31 and TensorRT 10 parse up to 23/24
 MAX_SIDE = 4096
 MAX_BATCH = 1024

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from boxseg.export.errors import ExportError
 from boxseg.export.graph import OUTPUT_NAMES
-from boxseg.export.images import letterbox
+from boxseg.export.images import letterbox, letterbox_size
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ def mask_ap_equality(model, onnx_path: str | Path, dataset_dir: str | Path, *, i
         item = ds[i]
         img = item["image"]
         x, scale = letterbox(img, imgsz, fill_canvas=False)
-        resized = (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)))
+        resized = letterbox_size(img.shape[0], img.shape[1], imgsz)
         outs = {}
         for key, run in (("torch", ref_run), ("onnx", got_run)):
             outs[key] = out = run(x[None])

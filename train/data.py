@@ -18,15 +18,15 @@ import torch.nn.functional as F
 from boxseg.train.config import InputConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from boxseg.contract import pad_to, plan_resize
+
 # ---------------------------------------------------------------------------------------------- geometry
 
 
 def scaled_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
-    """(new_h, new_w) with the shorter side ``short`` and the longer side at most ``max_size``."""
-    scale = short / min(h, w)
-    if max(h, w) * scale > max_size:
-        scale = max_size / max(h, w)
-    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+    """(new_h, new_w) with the shorter side ``short`` and the longer side at most ``max_size`` (the contract's
+    resize rule, ``boxseg.contract.plan_resize``, so the exported model's runtime resizes alike)."""
+    return plan_resize(h, w, short, max_size)
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -194,10 +194,6 @@ def _mix(*values: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- collate
-
-
-def pad_to(x: int, divisor: int) -> int:
-    return (x + divisor - 1) // divisor * divisor
 
 
 def collate(samples: Sequence[dict[str, Any]], size_divisor: int = 32) -> dict[str, Any]:

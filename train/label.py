@@ -35,6 +35,7 @@ from boxseg.train.data import pad_to, resize_image, to_chw_float
 from boxseg.train.geometry import ViewGeometry, map_masks, resize_shortest_edge
 from boxseg.train.pseudo.qam import clean_up
 
+from boxseg.contract import MASK_STRIDE
 from boxseg.data.coco import IMAGES_DIR, CocoDataset, load_json
 from boxseg.eval.baselines import box_mask
 from boxseg.eval.results import encode_masks
@@ -57,7 +58,6 @@ TTA_MODES = ("none", "flip", "flip+scales")
 TTA_SCALES = (0.75, 1.0, 1.25)  # times teacher.input (short and max)
 FALLBACKS = ("none", "ellipse", "box")
 OVERLAPS = {"none": "none", "smaller-wins": "smaller_wins"}
-MASK_STRIDE = 4
 _SHAPES = {"ellipse": "ellipse", "box": "box-fill"}
 
 

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from boxseg.contract import MASK_STRIDE
+
 from . import distributed as D
 from .copy_paste import MemoryBank, PeerCopyPaste, collect_tutors
 from .data import pad_to, resize_image
@@ -50,8 +52,6 @@ from .pseudo.config import (
 )
 from .pseudo.qam import qam_label
 from .telemetry import best_gt_scores, downsample_gt, mask_iou, summarize
-
-MASK_STRIDE = 4  # CondInst mask output stride (boxseg.model.condinst.MASK_OUT_STRIDE)
 
 
 @dataclass

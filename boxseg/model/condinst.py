@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from boxseg import ops
+from boxseg.contract import MASK_STRIDE
 from boxseg.model.backbone import build_backbone
 from boxseg.model.box_ops import clip_boxes, distances_to_boxes
 from boxseg.model.config import ModelConfig
@@ -23,7 +24,7 @@ from boxseg.model.layers import locations_for
 from boxseg.model.mask_branch import MaskBranch
 
 MASK_FEAT_STRIDE = 8
-MASK_OUT_STRIDE = 4
+MASK_OUT_STRIDE = MASK_STRIDE  # the exported graph's mask grid (boxseg.contract)
 
 
 @dataclass
