@@ -7,21 +7,20 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from boxseg.ops import select_candidates
-from boxseg.train.losses.sim import ignore_bce_dice
+from boxseg.train.losses.sim import ignore_band, ignore_bce_dice
 from boxseg.train.pseudo.common import box_masks
 from boxseg.train.pseudo.config import QAMConfig
 from boxseg.train.pseudo.qam import fuse_general
 from boxseg.train.pseudo.sim import (
     Prototypes,
-    ignore_band,
     importance,
     instance_map,
     sample_instances,
     self_correct,
     sinkhorn,
 )
+
+from boxseg.ops import select_candidates
 
 
 def test_sinkhorn_marginals() -> None:

@@ -6,9 +6,9 @@ One image, teacher frame, mask grid of the dynamic head:
   - `Prototypes.semantic_map`: M_S of Eq. 1, the class's map given to every object of that class;
   - `instance_map`: M_I of Eq. 6, the exp(mu * IoU)-weighted mean of the masks predicted at a GT's positives;
   - `self_correct`: Eq. 7, (1 - alpha) M_S + alpha M_I;
-  - `ignore_band`: hard targets where the blend is >= tau_high or <= tau_low, weight 0 in between (Eq. 8's W);
   - `importance`: Eq. 11's S_k, which SIM's copy-paste samples instances by.
-The mask loss that honours W is `boxseg.train.losses.sim.ignore_bce_dice`.
+The ignore band (hard targets where the blend is >= tau_high or <= tau_low, weight 0 in between: Eq. 8's W)
+and the mask loss that honours it are in `boxseg.train.losses.sim`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import weighted_fusion
+from boxseg.ops import box_iou
+
+from ..losses.fcos import assign_image, level_ranges
+from ..losses.sim import ignore_band
+from .common import box_masks, weighted_fusion
 
 
 def sinkhorn(scores: torch.Tensor, eps: float, iters: int = 3) -> torch.Tensor:
@@ -128,15 +132,6 @@ def self_correct(semantic: torch.Tensor, instance: torch.Tensor, alpha: float = 
     return (1 - alpha) * semantic + alpha * instance
 
 
-def ignore_band(prob: torch.Tensor, inside: torch.Tensor, tau_low: float = 0.3, tau_high: float = 0.7
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hard pseudo mask and ignore weights (SIM Sec. 3.3): 1 where prob >= tau_high inside the GT box, 0 where
-    prob <= tau_low or outside the box, weight 0 strictly between the two inside the box. -> (target, weight)."""
-    target = ((prob >= tau_high) & inside).to(prob.dtype)
-    band = inside & (prob > tau_low) & (prob < tau_high)
-    return target, (~band).to(prob.dtype)
-
-
 def importance(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """SIM Eq. 11: S_k = mean of prob over the pixels labelled foreground; 0 for an object with none. (G,)."""
     fg = target > 0.5
@@ -156,3 +151,53 @@ def sample_instances(scores: torch.Tensor, generator: torch.Generator | None = N
     if float(p.sum()) <= 0:
         p = torch.ones_like(p)
     return torch.multinomial(p, n, replacement=False, generator=generator)
+
+
+def positives(locations: torch.Tensor, strides: torch.Tensor, levels: torch.Tensor, pred_boxes: torch.Tensor,
+              gt_boxes: torch.Tensor, sizes_of_interest: tuple[float, ...], center_radius: float,
+              max_per_gt: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The teacher's positive samples of each GT (SIM Eq. 6's "positive samples"): the locations the FCOS
+    assignment gives to it (the same rule that picks the student's positives), at most `max_per_gt` per GT, those
+    whose predicted box overlaps the GT most. -> (location index (P,), GT index (P,), IoU (P,))."""
+    lo, hi = level_ranges(sizes_of_interest, levels)
+    idx = assign_image(locations, strides, lo, hi, gt_boxes.to(locations.dtype), center_radius)
+    loc = torch.nonzero(idx >= 0).flatten()
+    gt = idx[loc]
+    if loc.numel() == 0:
+        return loc, gt, pred_boxes.new_zeros(0)
+    iou = box_iou(pred_boxes[loc].float(), gt_boxes.float())[torch.arange(loc.numel()), gt]
+    # Rank within each GT by IoU (descending), keep the first max_per_gt: sort by (gt, -iou).
+    order = torch.argsort(gt.double() * 4 - iou.double(), stable=True)
+    loc, gt, iou = loc[order], gt[order], iou[order]
+    first = torch.searchsorted(gt, gt, right=False)
+    keep = (torch.arange(gt.numel(), device=gt.device) - first) < max_per_gt
+    return loc[keep], gt[keep], iou[keep]
+
+
+def sim_label(z: torch.Tensor, protos: Prototypes, pos_probs: torch.Tensor, pos_ious: torch.Tensor,
+              pos_gt: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor, cfg, mask_stride: int = 4,
+              instance: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """SIM's pseudo labels for one image (Eqs. 1, 6, 7 and the ignore band), teacher frame, mask grid.
+
+    z (D, h, w) normalised mask features on the mask grid; pos_* the positives of `positives` with their mask
+    probabilities (P, h, w); gt_boxes (G, 4) pixels. `instance` = (maps (G, h, w), valid (G,)) replaces M_I (SIM +
+    QAM: QAM's fused masks). cfg: `boxseg.train.pseudo.config.SIMConfig`.
+    Returns masks (G, h, w): the blend M-hat, zero outside the box (the loss derives targets and ignore weights
+    from it with the same tau_low/tau_high); weights (G,): Eq. 11's importance S (telemetry, copy-paste sampling);
+    valid (G,); plus the semantic map's share of the foreground for telemetry.
+    """
+    g = gt_boxes.shape[0]
+    h, w = z.shape[-2:]
+    inside = box_masks(gt_boxes.float() / mask_stride, h, w)
+    degenerate = ((gt_boxes[:, 2:] - gt_boxes[:, :2]) < 1).any(1)
+    if instance is None:
+        m_i, has = instance_map(pos_probs, pos_ious, pos_gt, g, cfg.mu)
+    else:
+        m_i, has = instance
+    m_s = protos.semantic_map(z, gt_classes)
+    prob = self_correct(m_s, m_i.to(m_s.dtype), cfg.alpha) * inside
+    valid = has & ~degenerate
+    prob = torch.where(valid[:, None, None], prob, torch.zeros_like(prob))
+    target, _ = ignore_band(prob, inside, cfg.tau_low, cfg.tau_high)
+    return {"masks": prob, "weights": importance(prob, target) * valid, "valid": valid,
+            "foreground": target.bool() & valid[:, None, None]}
