@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,8 +16,10 @@ from boxseg.train.pseudo.sim import (
     Prototypes,
     importance,
     instance_map,
+    positives,
     sample_instances,
     self_correct,
+    sim_label,
     sinkhorn,
 )
 
@@ -181,3 +184,42 @@ def test_soft_gate_tends_to_the_hard_gate() -> None:
     # A gentle power lets the candidates below the gate count: the fused masks differ.
     gentle = fuse_general(probs, gi, s, u, inside, QAMConfig(gate="soft", soft_gate_power=1.0))
     assert float((gentle[0] - hard[0]).abs().max()) > 1e-3
+
+
+def test_positives_follow_the_fcos_rule_and_keep_the_best_overlaps() -> None:
+    # One level of stride 8 over a 64x64 image; one GT in the middle, one in a corner.
+    ys, xs = torch.meshgrid(torch.arange(8) * 8.0 + 4, torch.arange(8) * 8.0 + 4, indexing="ij")
+    locs = torch.stack([xs.flatten(), ys.flatten()], 1)
+    strides = torch.full((64,), 8.0)
+    levels = torch.zeros(64, dtype=torch.long)
+    gt = torch.tensor([[16.0, 16.0, 48.0, 48.0], [0.0, 0.0, 12.0, 12.0]])
+    pred = torch.cat([locs - 16, locs + 16], 1)  # a 32x32 box around each location
+    pred[4 * 8 + 4] = gt[0]  # location (36, 36) predicts GT 0 exactly
+    loc, g, iou = positives(locs, strides, levels, pred, gt, (64.0, 128.0, 256.0, 512.0), 1.5, max_per_gt=3)
+    # GT 0's centre region (radius 1.5 strides around (32, 32)) holds 4 locations; the 3 kept are its best overlaps.
+    assert g.tolist() == [0, 0, 0, 1] and int(loc[0]) == 36 and float(iou[0]) == 1.0
+    assert bool((iou[:3].diff() <= 0).all())
+    assert int(loc[3]) == 0  # the corner GT's one location
+    none = positives(locs, strides, levels, pred, gt[:0], (64.0, 128.0, 256.0, 512.0), 1.5, max_per_gt=3)
+    assert [t.numel() for t in none] == [0, 0, 0]
+
+
+def test_sim_label_blends_the_maps_and_zeroes_outside_the_box() -> None:
+    cfg = SimpleNamespace(mu=5.0, alpha=0.5, tau_low=0.3, tau_high=0.7)
+    protos = Prototypes(num_classes=1, dim=2, per_class=1, temperature=0.1)
+    protos.protos[0, 0] = torch.tensor([1.0, 0.0])
+    protos.ready[0] = True
+    z = torch.zeros(2, 4, 4)
+    z[0, :, :2] = 1.0  # left half looks like the class
+    z[1, :, 2:] = 1.0
+    probs = torch.full((1, 4, 4), 0.8)
+    gt = torch.tensor([[0.0, 0.0, 12.0, 16.0], [4.0, 4.0, 4.5, 12.0]])  # the second one is degenerate (< 1 px)
+    out = sim_label(z, protos, probs, torch.tensor([0.8]), torch.tensor([0]), gt, torch.tensor([0, 0]), cfg)
+    m_s_in, m_s_out = torch.sigmoid(torch.tensor(10.0)), torch.sigmoid(torch.tensor(0.0))
+    expect = torch.zeros(4, 4)
+    expect[:, :2] = 0.5 * m_s_in + 0.4
+    expect[:, 2] = 0.5 * m_s_out + 0.4  # inside the box (x < 3 cells), where the semantic map disagrees
+    torch.testing.assert_close(out["masks"][0], expect)
+    assert out["valid"].tolist() == [True, False] and float(out["masks"][1].abs().sum()) == 0.0
+    # Importance: the mean blend over the pixels >= tau_high (the left half).
+    torch.testing.assert_close(out["weights"], torch.stack([0.5 * m_s_in + 0.4, torch.tensor(0.0)]))
