@@ -1,8 +1,9 @@
 """Pure-PyTorch references for every op in `boxseg.ops`.
 
 These are the ground truth the fused C++/CUDA kernels are tested against, and the fallback when no compiler is
-available. They favour clarity over speed; `pairwise_affinity_loss` is deliberately the unfold-style formulation
-peers use (it is what `boxseg bench ops` compares the fused kernel against).
+available. They favour clarity over speed. `pairwise_affinity_loss` here is our shifted-tensor form; the peers' own
+formulation (AdelaiDet's unfold over the whole image) is `bench/ops.py: unfold_pairwise_loss`, a benchmark baseline
+that `bench ops` times beside this one and tests hold equal to it.
 
 Conventions shared by all ops (the kernels follow them exactly):
 - Boxes are xyxy. A grid pixel (y, x) is inside a box when its centre lies in the closed box:
@@ -128,8 +129,7 @@ def pairwise_affinity_loss(
     tau: float = 0.3,
     dilation: int = 2,
 ) -> torch.Tensor:
-    """BoxInst pairwise loss (docs/method.md "Box-supervised mask loss"), unfold-style: materialises several
-    (N,8,H,W) tensors.
+    """BoxInst pairwise loss (docs/method.md "Box-supervised mask loss"); materialises several (N,8,H,W) tensors.
 
     Mean over (instance, pixel inside its box, in-image neighbour with similarity >= tau) of
     -log(p*q + (1-p)*(1-q)), evaluated as -logaddexp(logsig(a)+logsig(b), logsig(-a)+logsig(-b)).
