@@ -30,6 +30,7 @@ import click
 import numpy as np
 from boxseg.bench.backends import (
     Backend,
+    OpenVinoBackend,
     OrtBackend,
     RuntimeBackend,
     TensorRTBackend,
@@ -40,7 +41,7 @@ from boxseg.bench.machine import usable_cores
 from boxseg.bench.report import write_report
 from boxseg.bench.timing import PeakMemory, summarize
 
-BACKENDS = ("torch", "ort", "runtime", "tensorrt")
+BACKENDS = ("torch", "ort", "runtime", "openvino", "tensorrt")
 KEYS = ["backend", "device", "size", "batch"]
 TARGETS = {"runtime_over_ort_infer": 1.10, "runtime_post_share": 0.05, "torch_over_runtime": 1.3}
 TABLE_COLUMNS = ["backend", "device", "status", "size", "batch", "p50_ms", "p90_ms", "p99_ms", "img_s",
@@ -99,20 +100,14 @@ def parse_backends(text: str) -> list[str]:
 
 
 def _torch_cuda() -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        return False
     import torch
 
     return torch.cuda.is_available()
 
 
 def _ort_cuda() -> bool:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return False
+    import onnxruntime as ort
+
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
@@ -134,7 +129,7 @@ def make_backends(model: Path, names: list[str], threads: int, sizes: list[int],
     suffix = model.suffix.lower()
     onnx_path: Path | None = model if suffix == ".onnx" else None
     onnx_reason = ""
-    if suffix == ".pt" and {"ort", "runtime", "tensorrt"} & set(names):
+    if suffix == ".pt" and {"ort", "runtime", "openvino", "tensorrt"} & set(names):
         onnx_path, onnx_reason = export_checkpoint_to_onnx(model, tmp_dir)
     elif suffix not in (".pt", ".onnx", ".engine", ".plan"):
         onnx_reason = f"unknown model file type {model.suffix!r}"
@@ -144,8 +139,8 @@ def make_backends(model: Path, names: list[str], threads: int, sizes: list[int],
             out.append(TorchBackend(model, device="cpu", threads=threads))
             if _torch_cuda():
                 out.append(TorchBackend(model, device="cuda", threads=threads))
-        elif name in ("ort", "runtime"):
-            cls = OrtBackend if name == "ort" else RuntimeBackend
+        elif name in ("ort", "runtime", "openvino"):
+            cls = {"ort": OrtBackend, "runtime": RuntimeBackend, "openvino": OpenVinoBackend}[name]
             if onnx_path is None:
                 out.append(Skipped(name, "cpu", onnx_reason or f"needs an ONNX file, got {model.name}"))
                 continue

@@ -29,6 +29,9 @@ import numpy as np
 SIZE_DIVISOR = 32  # graph input H and W are multiples of this (`boxseg.size_divisor`)
 MASK_STRIDE = 4  # input pixels per mask-grid cell (`boxseg.mask_stride`)
 MASK_THRESHOLD = 0.5  # foreground probability when a model does not say (`boxseg.mask_threshold`)
+# The graph's outputs, in order: boxes (B, D, 4) xyxy input pixels, scores (B, D), classes (B, D), masks
+# (B, D, H / stride, W / stride) probabilities, num_dets (B,) valid rows per image (docs/contracts.md).
+OUTPUT_NAMES = ("boxes", "scores", "classes", "masks", "num_dets")
 
 
 # ---------------------------------------------------------------------------------------------- sizes

@@ -33,42 +33,16 @@ def student_from_model(model, class_names: list[str] | None = None, preset: str 
 
 
 def load_student(checkpoint: str | Path) -> StudentSource:
-    """Load and check a `boxseg-checkpoint` file and build the student from its config and `model` weights."""
-    from boxseg.train.checkpoint import CheckpointError, load_checkpoint, load_model_weights
-
-    from boxseg.model.condinst import CondInst
-    from boxseg.model.config import ModelConfig
+    """Load and check a `boxseg-checkpoint` file and build the student from its config and `model` weights
+    (`boxseg.model.checkpoint.model_from_checkpoint`); a bad file is an ExportError naming what is wrong."""
+    from boxseg.model.checkpoint import CheckpointError, model_from_checkpoint
 
     path = Path(checkpoint)
     try:
-        ckpt = load_checkpoint(path)
+        model, ckpt = model_from_checkpoint(path)
     except CheckpointError as exc:
         raise ExportError(str(exc)) from exc
-    model_dict = dict(ckpt["config"]["model"])
-    # Every weight comes from the checkpoint, so the ImageNet weights are not loaded (the file the run used may
-    # not exist here). The norm layers' kind may depend on `pretrained` ("auto"), so fix it first.
-    if model_dict.get("backbone_norm") == "auto":
-        from boxseg.model.backbone.norm import resolve_norm
-
-        model_dict["backbone_norm"] = resolve_norm("auto", model_dict.get("pretrained"))
-    model_dict["pretrained"] = False
-    try:
-        cfg = ModelConfig.from_dict(model_dict)
-    except (TypeError, ValueError) as exc:
-        raise ExportError(f"checkpoint {path}: field 'config.model' does not describe a model: {exc}") from exc
-    names = ckpt["class_names"]
-    if not isinstance(names, list) or len(names) != cfg.num_classes:
-        raise ExportError(f"checkpoint {path}: field 'class_names' must list {cfg.num_classes} names "
-                          f"(config.model.num_classes), got {names!r}.")
-    state = ckpt["model"]
-    if not isinstance(state, dict) or not state:
-        raise ExportError(f"checkpoint {path}: field 'model' must hold the student's state dict.")
-    model = CondInst(cfg)
-    try:
-        load_model_weights(model, state, path, what="model")
-    except CheckpointError as exc:
-        raise ExportError(str(exc)) from exc
-    return StudentSource(model=model.eval(), class_names=[str(n) for n in names],
+    return StudentSource(model=model, class_names=[str(n) for n in ckpt["class_names"]],
                          preset=str(ckpt["config"].get("preset") or ckpt["config"].get("method") or ""),
                          iteration=int(ckpt["iteration"]), checkpoint=path, config=ckpt["config"],
                          cat_ids=[int(c) for c in ckpt["cat_ids"]] if ckpt.get("cat_ids") else None)

@@ -68,7 +68,7 @@ def cli(data: str, baseline: str | None, checkpoint: str | None, labels: str | N
         predictor = f"baseline:{baseline}"
         metrics = evaluate(gt, baseline_results(gt, baseline), IOU_TYPES, per_category=per_category)
     else:
-        from boxseg.train.evaluate import evaluate_checkpoint
+        from boxseg.eval.predict import evaluate_checkpoint
 
         predictor = f"checkpoint:{checkpoint}"
         try:

@@ -28,7 +28,7 @@ def cli(checkpoint: str | None, model_path: str | None, images: str, out_dir: st
         batch: int, no_overlays: bool, as_json: bool) -> None:
     if (checkpoint is None) == (model_path is None):
         raise click.UsageError("give exactly one of --checkpoint CKPT or --model MODEL.onnx")
-    from boxseg.train.predict import predict_folder, predict_folder_exported
+    from boxseg.eval.predict_folder import predict_folder, predict_folder_exported
 
     try:
         if model_path is not None:  # the exported graph through boxseg.runtime: torch is never imported

@@ -1,8 +1,10 @@
 """Pasting low-resolution instance masks into a full-size image (docs/method.md "Student network", inference),
 touching only the pixels of each box.
 
-Coordinate convention (the same as the model's): mask pixel i of a stride-s grid is centred at image coordinate
-s*i + s/2, and an output pixel x is centred at x + 0.5. Pixels outside a detection's box are False.
+Coordinate convention (the same as the model's, and the image <-> graph contract's numpy paste in
+`boxseg.contract`, which the runtime's C++ core implements): mask pixel i of a stride-s grid is centred at image
+coordinate s*i + s/2, and an output pixel x is centred at x + 0.5. Pixels outside a detection's box are False; a
+box of zero width or height has no pixels.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import math
 import torch
 import torch.nn.functional as F
 
+from boxseg.contract import MASK_STRIDE, MASK_THRESHOLD
+
 
 def paste_masks(
     masks: torch.Tensor,
     boxes: torch.Tensor,
     out_size: tuple[int, int],
     input_size: tuple[int, int] | None = None,
-    mask_stride: int = 4,
-    threshold: float = 0.5,
+    mask_stride: int = MASK_STRIDE,
+    threshold: float = MASK_THRESHOLD,
 ) -> torch.Tensor:
     """Upsample (D, h, w) mask probabilities inside their boxes and threshold -> (D, out_h, out_w) bool.
 
@@ -40,6 +44,8 @@ def paste_masks(
     mh, mw = masks.shape[-2:]
     boxes_out = boxes.float().cpu() / torch.tensor([sx, sy, sx, sy])
     for i, (x1, y1, x2, y2) in enumerate(boxes_out.tolist()):
+        if not (x2 > x1 and y2 > y1):  # zero width or height: no pixels (floor/ceil would still give one)
+            continue
         c0, c1 = max(0, math.floor(x1)), min(out_w, math.ceil(x2))
         r0, r1 = max(0, math.floor(y1)), min(out_h, math.ceil(y2))
         if c1 <= c0 or r1 <= r0:

@@ -1,4 +1,4 @@
-"""Backend building blocks: numpy pre/post against their pure-PyTorch references; backend availability."""
+"""Backend building blocks: numpy pre against torch pre, backend availability, OpenVINO against ORT, and the\ntorch backend building a checkpoint's student the way every other reader does."""
 
 from __future__ import annotations
 
@@ -7,58 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from boxseg.bench.backends import (
+    OpenVinoBackend,
     OrtBackend,
     RuntimeBackend,
     TensorRTBackend,
     TorchBackend,
-    paste_masks_numpy,
-    paste_masks_torch,
     preprocess_numpy,
     preprocess_torch,
 )
-
-
-def random_case(scale: float, seed: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
-    rng = np.random.default_rng(seed)
-    h, w = 75, 101  # original image
-    ih, iw = round(h * scale), round(w * scale)  # resized input before padding
-    masks = rng.uniform(0, 1, (7, int(np.ceil(ih / 32)) * 8, int(np.ceil(iw / 32)) * 8)).astype(np.float32)
-    x0, y0 = rng.uniform(-10, iw * 0.7, 7), rng.uniform(-10, ih * 0.7, 7)
-    boxes = np.stack([x0, y0, x0 + rng.uniform(0, 60, 7), y0 + rng.uniform(0, 60, 7)], 1).astype(np.float32)
-    boxes[0] = [0.0, 4.7, 0.0, 20.0]  # empty box (zero width on a pixel edge)
-    boxes[1] = [-20, -20, iw + 20, ih + 20]  # box beyond the image
-    return masks, boxes, (h, w), (ih, iw)
-
-
-def close_enough(fast: np.ndarray, ref: np.ndarray) -> bool:
-    # float32 vs float64 index arithmetic may flip a pixel whose value sits on the threshold; nothing more
-    return int((fast != ref).sum()) <= max(2, int(1e-3 * ref.size))
-
-
-@pytest.mark.parametrize(("scale", "seed"), [(1.0, 0), (0.5, 1), (1.37, 2), (0.8, 3)])
-def test_paste_numpy_matches_torch_reference(scale: float, seed: int) -> None:
-    masks, boxes, out_hw, in_hw = random_case(scale, seed)
-    fast = paste_masks_numpy(masks, boxes, out_hw, in_hw)
-    ref = paste_masks_torch(torch.from_numpy(masks), torch.from_numpy(boxes), out_hw, in_hw).numpy()
-    assert fast.shape == ref.shape == (7, *out_hw) and fast.dtype == bool
-    assert not fast[0].any() and not ref[0].any()
-    assert fast[1].any() and fast.sum() > 100
-    assert close_enough(fast, ref)
-
-
-@pytest.mark.parametrize(("scale", "seed"), [(1.0, 4), (0.6, 5), (1.5, 6)])
-def test_paste_numpy_matches_model_postprocess(scale: float, seed: int) -> None:
-    """The ORT baseline's numpy paste and the eager predictor's paste (model package) agree."""
-    if importlib.util.find_spec("boxseg.model.postprocess") is None:
-        pytest.skip("boxseg.model.postprocess is not built yet (model issue)")
-    from boxseg.model.postprocess import paste_masks
-
-    masks, boxes, out_hw, in_hw = random_case(scale, seed)
-    fast = paste_masks_numpy(masks, boxes, out_hw, in_hw)
-    model = paste_masks(torch.from_numpy(masks), torch.from_numpy(boxes), out_hw, in_hw).numpy()
-    assert close_enough(fast, model)
+from boxseg.bench.latency import synthetic_images
+from tiny_models import N_VALID
 
 
 @pytest.mark.parametrize("shape", [(48, 64), (64, 48), (40, 40)])
@@ -99,3 +58,65 @@ def test_availability_reasons(tmp_path: Path, tiny_onnx: Path) -> None:
     ok, reason = TensorRTBackend(tiny_onnx).available()
     if not ok:
         assert "tensorrt" in reason or "CUDA" in reason
+    ok, reason = OpenVinoBackend(fake_pt).available()
+    assert not ok and "needs an ONNX file" in reason
+
+
+def test_openvino_backend_matches_ort(tiny_onnx: Path) -> None:
+    """Same graph, same numpy pre/post: OpenVINO's detections are ORT's within the export verification's
+    tolerance (`boxseg.export.verify.compare_detections`)."""
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino is not installed (pip install 'boxseg[openvino]')")
+    from boxseg.export.verify import TOLERANCES, compare_detections
+
+    images = synthetic_images(96, 2, seed=5)
+    ov_b, ort_b = OpenVinoBackend(tiny_onnx, threads=1), OrtBackend(tiny_onnx, threads=1)
+    outs = {}
+    for b in (ov_b, ort_b):
+        assert b.available() == (True, "")
+        b.prepare(96, 2)
+        assert b.run(images)["dets"] == 2 * N_VALID
+        x, _ = preprocess_numpy(images, 96)
+        out = {k: np.array(v) for k, v in b._infer(x).items()}
+        for i, n in enumerate(out["num_dets"]):  # the tiny graph leaves its padding rows filled; the contract's
+            out["scores"][i, n:], out["classes"][i, n:] = 0.0, -1  # are (score 0, class -1)
+        outs[b.name] = out
+        b.close()
+    cmp = compare_detections(outs["ort"], outs["openvino"], TOLERANCES, 0.5, 0.0)
+    assert cmp["passed"], cmp["failures"]
+    for (bo, mo), (bv, mv) in zip(ort_b.last_results, ov_b.last_results):
+        np.testing.assert_allclose(bv, bo, rtol=1e-5, atol=1e-3)
+        assert mv.shape == mo.shape and (mv != mo).sum() <= 2  # threshold ties only
+
+
+def test_openvino_missing_is_a_skip_reason(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` raise ImportError
+    ok, reason = OpenVinoBackend(tiny_onnx).available()
+    assert not ok and "openvino is not installed" in reason
+
+
+def test_torch_backend_resolves_norm_and_pretrained_like_the_exporter(tmp_path: Path) -> None:
+    """The bench once built the checkpoint's model from the stored config as is: a run trained from ImageNet
+    weights (``pretrained`` a path that does not exist here, ``backbone_norm: auto`` -> frozen BN) then failed
+    to build or got the wrong norm layers. Every reader now uses boxseg.model.checkpoint.model_from_checkpoint."""
+    import torch
+    from boxseg.export.source import load_student
+    from boxseg.train.checkpoint import make_checkpoint, save_checkpoint
+
+    from boxseg.config import config_to_dict
+    from boxseg.model.condinst import CondInst
+    from boxseg.model.config import ModelConfig
+
+    trained = CondInst(ModelConfig.tiny(backbone_norm="frozen_bn"))
+    stored = {**config_to_dict(ModelConfig.tiny()), "backbone_norm": "auto", "pretrained": str(tmp_path / "gone.pth")}
+    path = save_checkpoint(make_checkpoint(model=trained, iteration=3, config={"model": stored},
+                                           class_names=["a", "b", "c"]), tmp_path / "run.pt")
+    backend = TorchBackend(path)
+    ok, reason = backend.available()
+    assert ok, reason
+    assert backend.model.cfg.backbone_norm == "frozen_bn" and backend.model.cfg.pretrained is False
+    exported = load_student(path).model
+    for (k, a), (k2, b) in zip(backend.model.state_dict().items(), exported.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)

@@ -195,3 +195,67 @@ def test_smooth_image_paste_is_identical_on_identity_geometry(core) -> None:
     want = np.zeros((40, 50), bool)
     want[4:33, 3:45] = prob[4:33, 3:45] > 0.5
     np.testing.assert_array_equal(got[0], want)
+
+
+def _border_and_tiny_boxes(mh: int, mw: int, stride: int) -> np.ndarray:
+    """Input-frame boxes on the edge cases: touching and crossing each border, wholly outside, sub-pixel."""
+    h, w = mh * stride, mw * stride
+    return np.array(
+        [
+            [0.0, 0.0, w / 3, h / 3],  # touching the top-left corner
+            [w * 0.6, h * 0.5, float(w), float(h)],  # touching the bottom-right corner
+            [-7.5, h * 0.2, w * 0.4, h * 0.7],  # crossing the left border
+            [w * 0.5, -3.2, w + 9.1, h * 0.6],  # crossing the top and right borders
+            [w + 2.0, 1.0, w + 10.0, 9.0],  # wholly outside
+            [w * 0.5 + 0.2, h * 0.5 + 0.3, w * 0.5 + 0.6, h * 0.5 + 0.9],  # tiny: under one pixel
+            [w * 0.25 + 0.5, h * 0.25, w * 0.25 + 0.5, h * 0.25 + 6.0],  # zero width off the pixel grid
+        ],
+        np.float32,
+    )
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "resized", "stride", "n"),
+    [
+        (96, 128, (96, 128), 4, 12),  # no resize
+        (75, 100, (96, 128), 4, 12),  # upscaled input
+        (200, 300, (64, 96), 4, 12),  # downscaled input
+        (53, 77, (53, 77), 8, 5),
+        (60, 80, (48, 64), 4, 0),  # no detections
+    ],
+)
+def test_paste_agrees_across_model_torch_contract_numpy_and_cpp(core, height, width, resized, stride, n) -> None:
+    """The three mask pastes -- the model's torch one (eager prediction and evaluation), the contract's numpy one
+    (the reference and the numpy backends) and the C++ core's -- give the same masks on one set of detections."""
+    torch = pytest.importorskip("torch")
+    from boxseg.contract import paste_masks as contract_paste
+    from boxseg.model.postprocess import paste_masks as model_paste
+
+    rng = np.random.default_rng(height + n)
+    ph, pw = ref.padded_size([resized], 32)
+    mh, mw = ph // stride, pw // stride
+    masks, boxes = np.zeros((0, mh, mw), np.float32), np.zeros((0, 4), np.float32)
+    if n:
+        masks, boxes = _random_detections(rng, n, mh, mw, stride)
+        extra = _border_and_tiny_boxes(mh, mw, stride)
+        boxes = np.concatenate([boxes, extra])
+        masks = np.concatenate([masks, np.full((len(extra), mh, mw), 0.9, np.float32)])  # all foreground
+    sy, sx = resized[0] / height, resized[1] / width
+    c_boxes, c_masks = contract_paste(masks, boxes, (height, width), resized, stride, 0.5)
+    _, cpp_masks = core.paste_masks(masks, boxes, height, width, sy, sx, stride, 0.5, False, 2)
+    t_masks = model_paste(torch.from_numpy(masks), torch.from_numpy(boxes), (height, width), resized, stride,
+                          0.5).numpy()
+    assert c_masks.shape == cpp_masks.shape == t_masks.shape == (len(boxes), height, width)
+    if not n:
+        return
+    assert_masks_match(cpp_masks, c_masks)
+    assert_masks_match(t_masks, c_masks)
+    k = n  # the edge-case boxes follow the random ones; their masks are all foreground inside the box
+    for i, box in enumerate(c_boxes[k:], start=k):
+        x0, x1, y0, y1 = ref.box_pixels(box, height, width)
+        assert int(c_masks[i].sum()) == (x1 - x0) * (y1 - y0)
+    assert c_masks[k].any() and c_masks[k + 1].any() and c_masks[k + 2].any() and c_masks[k + 3].any()
+    assert not c_masks[k + 4].any() and not t_masks[k + 4].any()  # wholly outside
+    assert c_masks[k + 5].sum() >= 1 and (t_masks[k + 5] == c_masks[k + 5]).all()  # tiny: its pixel(s)
+    # zero width off the pixel grid: no pixels; the model's paste used to fill the column floor(x)..ceil(x)
+    assert not c_masks[k + 6].any() and not t_masks[k + 6].any() and not cpp_masks[k + 6].any()
