@@ -149,14 +149,14 @@ def data_split(data: Path) -> str | None:
 
 def run_config(preset: str, config: str | None, seed: int, data: Path, run_dir: Path, iters: int | None,
                device: str, threads: int, overrides: list[str], train_dir: Path | None = None) -> Any:
-    from boxseg.train.config import apply_override, load_config
+    from boxseg.train.config import apply_override, load_config, with_overrides
     from boxseg.train.schedule import scale_schedule
 
-    cfg = load_config(preset, config, overrides=[
-        f"data.train_dir={json.dumps(str(train_dir or data / 'train'))}",
-        f"data.val_dir={json.dumps(str(data / 'val'))}", f"runtime.out_dir={json.dumps(str(run_dir))}",
-        f"runtime.seed={seed}", f"runtime.device={device}", f"runtime.threads={threads}", "runtime.progress=false",
-    ])
+    cfg = with_overrides(load_config(preset, config), {
+        "data.train_dir": str(train_dir or data / "train"), "data.val_dir": str(data / "val"),
+        "runtime.out_dir": str(run_dir), "runtime.seed": seed, "runtime.device": device, "runtime.threads": threads,
+        "runtime.progress": False,
+    }, source="bench ablation's run settings")
     if iters is not None:
         cfg = scale_schedule(cfg, iters)
         cfg.runtime.eval_every = max(1, iters // 4)

@@ -46,28 +46,28 @@ _RESULT_PREFIX = "BOXSEG_BENCH_TRAIN_RESULT "
 # ---------------------------------------------------------------------------------------------- the worker
 
 
-def training_overrides(spec: dict[str, Any], data_dir: str, out_dir: str) -> list[str]:
-    """Config overrides that make the preset train ``warmup + iters`` steps on ``imgsz`` squares, every loss
-    term active from the first step (warm-ups at 0, so the ops under test run in every timed step)."""
+def training_overrides(spec: dict[str, Any], data_dir: str, out_dir: str) -> dict[str, Any]:
+    """Config values (for ``with_overrides``) that make the preset train ``warmup + iters`` steps on ``imgsz``
+    squares, every loss term active from the first step (warm-ups at 0, so the ops under test run in every timed
+    step)."""
     size, total = int(spec["imgsz"]), int(spec["warmup"]) + int(spec["iters"])
-    return [
-        f"data.train_dir={json.dumps(data_dir)}", f"runtime.out_dir={json.dumps(out_dir)}",
-        f"runtime.device={spec['device']}", f"runtime.threads={int(spec['threads'])}", "runtime.seed=0",
-        "runtime.checkpoint_every=0", "runtime.eval_every=0", "runtime.progress=false",
-        f"runtime.log_every={total}", "data.workers=0",
-        f"solver.ims_per_batch={int(spec['batch'])}", f"solver.max_iter={total}", f"solver.steps=[{total + 1}]",
-        "solver.warmup_iters=0",
-        f"input.train_scales=[{size}]", f"input.train_max_size={size}", f"input.test_size={size}",
-        f"input.test_max_size={size}", f"teacher.input.short={size}", f"teacher.input.max={size}",
-        "loss.pairwise_warmup_iters=0", "loss.mask_sup.warmup_iters=0",
-    ]
+    return {
+        "data.train_dir": data_dir, "runtime.out_dir": out_dir, "runtime.device": str(spec["device"]),
+        "runtime.threads": int(spec["threads"]), "runtime.seed": 0, "runtime.checkpoint_every": 0,
+        "runtime.eval_every": 0, "runtime.progress": False, "runtime.log_every": total, "data.workers": 0,
+        "solver.ims_per_batch": int(spec["batch"]), "solver.max_iter": total, "solver.steps": [total + 1],
+        "solver.warmup_iters": 0,
+        "input.train_scales": [size], "input.train_max_size": size, "input.test_size": size,
+        "input.test_max_size": size, "teacher.input.short": size, "teacher.input.max": size,
+        "loss.pairwise_warmup_iters": 0, "loss.mask_sup.warmup_iters": 0,
+    }
 
 
 def measure_training(spec: dict[str, Any]) -> dict[str, Any]:
     """Run the timed training in this process (the ops mode comes from $BOXSEG_OPS). Returns plain numbers."""
     import torch
     from boxseg.bench.timing import PeakMemory, summarize
-    from boxseg.train.config import apply_override, load_config
+    from boxseg.train.config import apply_override, load_config, with_overrides
     from boxseg.train.loop import Trainer, build_method
 
     import boxseg.ops
@@ -75,7 +75,8 @@ def measure_training(spec: dict[str, Any]) -> dict[str, Any]:
     device = str(spec["device"])
     warmup = int(spec["warmup"])
     with tempfile.TemporaryDirectory(prefix="boxseg-bench-train-") as tmp:
-        cfg = load_config(spec["preset"], spec.get("config"), overrides=training_overrides(spec, spec["data"], tmp))
+        cfg = with_overrides(load_config(spec["preset"], spec.get("config")),
+                             training_overrides(spec, spec["data"], tmp), source="bench train's settings")
         for item in spec.get("overrides", []):
             cfg = apply_override(cfg, item)
         cuda = device.startswith("cuda")

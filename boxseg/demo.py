@@ -11,8 +11,8 @@ Stages, in order (each uses the other parts' Python APIs; none is re-implemented
   predict    the runtime on the val images: overlays + AP     boxseg.runtime.Predictor
   bench      latency of torch / ONNX Runtime / the runtime    boxseg.bench.latency
 
-A stage whose module is missing is "not built" (the demo still succeeds); a stage that needs the result of one
-that did not run is "skipped"; the first stage that raises stops the demo ("failed", later ones "not run").
+The stages run in order, each on the results of the ones before; the first stage that raises stops the demo
+("failed", with its traceback in OUT/logs/<stage>.err; later ones "not run").
 
 Budget (2 CPU cores): the default plan finishes in under 10 minutes, ``quick`` in under 2. The default plan is
 the CPU protocol of `boxseg bench ablation` (docs/method.md "CPU protocol") for one seed: the bench split at
@@ -23,7 +23,6 @@ scale that schedule's steps and warm-ups to the iteration count.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import sys
 import time
@@ -33,11 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STATUS_OK, STATUS_FAILED, STATUS_NOT_BUILT = "ok", "failed", "not built"
-STATUS_SKIPPED, STATUS_NOT_RUN = "skipped", "not run"
+STATUS_OK, STATUS_FAILED, STATUS_NOT_RUN = "ok", "failed", "not run"
 
 # The shipped overlay that sizes any preset (COCO recipe) for the synthetic data on a small CPU: a slimmer head
-# on the same pretrained EfficientNet-Lite0, a 2000-iteration schedule, smaller teacher and test sizes.
+# on the same pretrained EfficientNet-Lite0, an 800-iteration schedule, smaller teacher and test sizes.
 DEMO_OVERLAY = "synthetic_cpu"
 OVERLAY_SCORE = 0.3  # detections drawn on the overlay PNGs (the same default as `boxseg predict`)
 
@@ -85,10 +83,6 @@ class DemoSettings:
         return self.threads if self.threads > 0 else usable_cores()
 
 
-class NotBuilt(Exception):
-    """A stage's capability does not exist yet (its module or preset is missing)."""
-
-
 @dataclass
 class StageResult:
     name: str
@@ -105,11 +99,7 @@ class StageResult:
 class Stage:
     name: str
     title: str
-    modules: tuple[str, ...]  # must import; a missing one means "not built"
-    needs: tuple[str, ...]  # stages whose outputs this one reads
-    run: Callable[[DemoContext], StageResult | dict[str, Any]]
-    # For stages with a fallback: which of `needs` may be absent (the stage then runs with less).
-    optional: tuple[str, ...] = ()
+    run: Callable[[DemoContext], dict[str, Any]]  # reads earlier stages' outputs through the context
 
 
 @dataclass
@@ -127,7 +117,12 @@ class DemoContext:
     def plan(self) -> DemoPlan:
         return self.settings.plan
 
+    def earlier(self, stage: str) -> dict[str, Any]:
+        """The outputs of an earlier stage, for the stages (it succeeded: the demo stops at the first failure)."""
+        return self.results[stage].outputs
+
     def output(self, stage: str) -> dict[str, Any] | None:
+        """The outputs of a stage that succeeded, None otherwise (for the summary)."""
         r = self.results.get(stage)
         return r.outputs if r is not None and r.status == STATUS_OK else None
 
@@ -135,21 +130,8 @@ class DemoContext:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def import_or_not_built(module: str) -> Any:
-    """Import ``module``; ``NotBuilt`` when it (or a parent package) does not exist. Other import errors of a
-    module that does exist propagate: that is a broken stage, not a missing one."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
-            raise NotBuilt(f"module {module} is not there yet") from None
-        raise
-
-
 def _val_dir(ctx: DemoContext) -> Path:
-    data = ctx.output("data")
-    assert data is not None
-    return Path(data["val"])
+    return Path(ctx.earlier("data")["val"])
 
 
 def _segm(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +142,8 @@ def _segm(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_data(ctx: DemoContext) -> dict[str, Any]:
-    synth = import_or_not_built("boxseg.data.synth")
+    from boxseg.data import synth
+
     p = ctx.plan
     root = ctx.out / "data"
     ctx.log(f"writing {p.train_images} train + {p.val_images} val synthetic images ({p.size}x{p.size}) to {root}")
@@ -174,8 +157,8 @@ def stage_data(ctx: DemoContext) -> dict[str, Any]:
 
 
 def stage_baselines(ctx: DemoContext) -> dict[str, Any]:
-    baselines = import_or_not_built("boxseg.eval.baselines")
-    coco_eval = import_or_not_built("boxseg.eval.coco_eval")
+    from boxseg.eval import baselines, coco_eval
+
     gt = _val_dir(ctx) / "annotations.json"
     out: dict[str, Any] = {}
     for kind in baselines.BASELINES:
@@ -186,39 +169,31 @@ def stage_baselines(ctx: DemoContext) -> dict[str, Any]:
 
 def train_config(ctx: DemoContext) -> Any:
     """The preset, the overlay, then the demo's data, size, schedule and threads, then the user's overrides."""
-    config = import_or_not_built("boxseg.train.config")
-    s, p = ctx.settings, ctx.plan
-    try:
-        config.preset_path(s.preset)
-    except config.ConfigError as exc:
-        raise NotBuilt(f"preset '{s.preset}' is not there yet ({exc})") from None
-    data = ctx.output("data")
-    assert data is not None
-    scales = [v for v in (p.size - 32, p.size, p.size + 32) if v >= 64]
-    overrides = [
-        f"data.train_dir={json.dumps(data['train'])}", f"runtime.out_dir={json.dumps(str(ctx.out / 'train'))}",
-        f"runtime.device={s.device}", f"runtime.threads={s.resolved_threads()}", f"runtime.seed={s.seed}",
-        "runtime.checkpoint_every=0", "runtime.eval_every=0", "runtime.progress=true", "runtime.log_every=10",
-        "data.workers=0", f"solver.ims_per_batch={p.batch}",
-        f"input.train_scales={scales}", f"input.train_max_size={2 * p.size}", f"input.test_size={p.size}",
-        f"input.test_max_size={2 * p.size}",
-        # The teacher's view follows the demo's image size (the presets' teacher sizes are for larger images).
-        f"teacher.input.short={p.size}", f"teacher.input.max={2 * p.size}",
-    ]
-    cfg = config.load_config(s.preset, s.config, overrides=overrides)
+    from boxseg.train.config import apply_override, load_config, with_overrides
     from boxseg.train.schedule import scale_schedule
 
+    s, p = ctx.settings, ctx.plan
+    cfg = with_overrides(load_config(s.preset, s.config), {
+        "data.train_dir": ctx.earlier("data")["train"], "data.workers": 0,
+        "runtime.out_dir": str(ctx.out / "train"), "runtime.device": s.device,
+        "runtime.threads": s.resolved_threads(), "runtime.seed": s.seed, "runtime.checkpoint_every": 0,
+        "runtime.eval_every": 0, "runtime.progress": True, "runtime.log_every": 10,
+        "solver.ims_per_batch": p.batch,
+        "input.train_scales": [v for v in (p.size - 32, p.size, p.size + 32) if v >= 64],
+        "input.train_max_size": 2 * p.size, "input.test_size": p.size, "input.test_max_size": 2 * p.size,
+        # The teacher's view follows the demo's image size (the presets' teacher sizes are for larger images).
+        "teacher.input.short": p.size, "teacher.input.max": 2 * p.size,
+    }, source="the demo's settings")
     cfg = scale_schedule(cfg, p.iters)
     for item in s.overrides:
-        cfg = config.apply_override(cfg, item)
+        cfg = apply_override(cfg, item)
     return cfg
 
 
 def stage_train(ctx: DemoContext) -> dict[str, Any]:
-    import_or_not_built("boxseg.train.loop")
-    cfg = train_config(ctx)
     from boxseg.train.loop import Trainer
 
+    cfg = train_config(ctx)
     ctx.log(f"training preset '{ctx.settings.preset}' for {cfg.solver.max_iter} iterations, batch "
             f"{cfg.solver.ims_per_batch}, {cfg.model.backbone} (pretrained={cfg.model.pretrained}), "
             f"{cfg.runtime.threads} thread(s)")
@@ -232,15 +207,14 @@ def stage_train(ctx: DemoContext) -> dict[str, Any]:
 def stage_eval(ctx: DemoContext) -> dict[str, Any]:
     """The student's mask and box AP, and the ellipse drawn in the student's own boxes: mask AP above that means
     the masks are better than the detections alone would give."""
-    evaluate = import_or_not_built("boxseg.train.evaluate")
     from boxseg.data.coco import CocoDataset
     from boxseg.eval.baselines import masks_in_predicted_boxes
     from boxseg.eval.coco_eval import evaluate as coco_evaluate
+    from boxseg.eval.predict import checkpoint_model, predict_dataset
 
-    ckpt = ctx.output("train")["checkpoint"]  # type: ignore[index]
-    model, cfg, _ = evaluate.model_from_checkpoint(ckpt, ctx.settings.device)
+    model, cfg, _ = checkpoint_model(ctx.earlier("train")["checkpoint"], ctx.settings.device)
     dataset = CocoDataset(_val_dir(ctx))
-    results = evaluate.predict_dataset(model, dataset, ctx.settings.device, input_cfg=cfg.input)
+    results = predict_dataset(model, dataset, ctx.settings.device, input_cfg=cfg.input)
     metrics = coco_evaluate(dataset.ann_file, results)
     own = coco_evaluate(dataset.ann_file, masks_in_predicted_boxes(results, dataset.ann_file, "ellipse"))
     ctx.log(f"student: mask AP {metrics['segm']['AP']:.1f}, box AP {metrics['bbox']['AP']:.1f}; ellipse in the "
@@ -254,7 +228,7 @@ def stage_label(ctx: DemoContext) -> dict[str, Any]:
     from boxseg.eval.labels import evaluate_labels
     from boxseg.train.label import LabelOptions, label_dataset
 
-    ckpt = ctx.output("train")["checkpoint"]  # type: ignore[index]
+    ckpt = ctx.earlier("train")["checkpoint"]
     out = ctx.out / "labels"
     label_dataset(_val_dir(ctx), out, ckpt, LabelOptions(device=ctx.settings.device), overwrite=True,
                   progress=False)
@@ -268,9 +242,9 @@ def stage_label(ctx: DemoContext) -> dict[str, Any]:
 
 
 def stage_export(ctx: DemoContext) -> dict[str, Any]:
-    api = import_or_not_built("boxseg.export.api")
-    import_or_not_built("boxseg.export.onnx")
-    ckpt = ctx.output("train")["checkpoint"]  # type: ignore[index]
+    from boxseg.export import api
+
+    ckpt = ctx.earlier("train")["checkpoint"]
     size = ctx.plan.size
     out = ctx.out / "export" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -284,18 +258,15 @@ def stage_export(ctx: DemoContext) -> dict[str, Any]:
 
 
 def stage_predict(ctx: DemoContext) -> dict[str, Any]:
-    runtime = import_or_not_built("boxseg.runtime")
-    coco_eval = import_or_not_built("boxseg.eval.coco_eval")
-    results_mod = import_or_not_built("boxseg.eval.results")
+    from boxseg import runtime
     from boxseg.data.coco import CocoDataset
     from boxseg.data.visualize import draw_instances
+    from boxseg.eval import coco_eval
+    from boxseg.eval import results as results_mod
 
-    onnx_path = ctx.output("export")["path"]  # type: ignore[index]
-    try:
-        predictor = runtime.Predictor(onnx_path, device="cpu", threads=ctx.settings.resolved_threads(),
-                                      model_resize=True)  # the PyTorch eval stage's resize rule
-    except ImportError as exc:  # the compiled core is part of the package build
-        raise NotBuilt(f"the runtime's compiled core is not built ({exc})") from None
+    predictor = runtime.Predictor(ctx.earlier("export")["path"], device="cpu",
+                                  threads=ctx.settings.resolved_threads(),
+                                  model_resize=True)  # the PyTorch eval stage's resize rule
     dataset = CocoDataset(_val_dir(ctx))
     out = ctx.out / "predict"
     out.mkdir(parents=True, exist_ok=True)
@@ -323,18 +294,16 @@ def stage_predict(ctx: DemoContext) -> dict[str, Any]:
 
 
 def stage_bench(ctx: DemoContext) -> dict[str, Any]:
-    latency = import_or_not_built("boxseg.bench.latency")
-    report = import_or_not_built("boxseg.bench.report")
+    from boxseg.bench import latency, report
+
     p, threads = ctx.plan, ctx.settings.resolved_threads()
-    ckpt = ctx.output("train")["checkpoint"]  # type: ignore[index]
-    exported = ctx.output("export")
+    ckpt, onnx_path = ctx.earlier("train")["checkpoint"], ctx.earlier("export")["path"]
     rows = latency.run_latency(Path(ckpt), ["torch"], [p.size], [1], p.bench_iters, p.bench_warmup, threads,
                                log=ctx.log)
-    if exported is not None:
-        rows += latency.run_latency(Path(exported["path"]), ["ort", "runtime"], [p.size], [1], p.bench_iters,
-                                    p.bench_warmup, threads, log=ctx.log)
+    rows += latency.run_latency(Path(onnx_path), ["ort", "runtime"], [p.size], [1], p.bench_iters,
+                                p.bench_warmup, threads, log=ctx.log)
     out = ctx.out / "bench"
-    meta = {"model": exported["path"] if exported else ckpt, "imgsz": [p.size], "batch": [1],
+    meta = {"model": onnx_path, "imgsz": [p.size], "batch": [1],
             "iters": p.bench_iters, "warmup": p.bench_warmup, "threads": threads, "keys": latency.KEYS,
             "source": "boxseg demo"}
     report.write_report("latency", rows, out, meta, latency.PLOT, summary=latency.summarize_targets(rows),
@@ -346,16 +315,14 @@ def stage_bench(ctx: DemoContext) -> dict[str, Any]:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("data", "synthetic data", ("boxseg.data.synth",), (), stage_data),
-    Stage("baselines", "box-fill / ellipse baselines", ("boxseg.eval.baselines",), ("data",), stage_baselines),
-    Stage("train", "train", ("boxseg.train.loop",), ("data",), stage_train),
-    Stage("eval", "evaluate the student", ("boxseg.train.evaluate",), ("data", "train"), stage_eval),
-    Stage("label", "label the val boxes", ("boxseg.train.label",), ("data", "train"), stage_label),
-    Stage("export", "export ONNX + verify", ("boxseg.export.api", "boxseg.export.onnx"), ("data", "train"),
-          stage_export),
-    Stage("predict", "runtime predict + overlays", ("boxseg.runtime",), ("data", "export"), stage_predict),
-    Stage("bench", "latency bench", ("boxseg.bench.latency",), ("train", "export"), stage_bench,
-          optional=("export",)),
+    Stage("data", "synthetic data", stage_data),
+    Stage("baselines", "box-fill / ellipse baselines", stage_baselines),
+    Stage("train", "train", stage_train),
+    Stage("eval", "evaluate the student", stage_eval),
+    Stage("label", "label the val boxes", stage_label),
+    Stage("export", "export ONNX + verify", stage_export),
+    Stage("predict", "runtime predict + overlays", stage_predict),
+    Stage("bench", "latency bench", stage_bench),
 )
 
 
@@ -379,21 +346,10 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] | None = None,
         if failed is not None:
             ctx.results[stage.name] = StageResult(stage.name, STATUS_NOT_RUN, detail=f"after '{failed}' failed")
             continue
-        missing = [d for d in stage.needs if d not in stage.optional and ctx.output(d) is None]
-        if missing:
-            detail = f"needs {', '.join(missing)}"
-            ctx.results[stage.name] = StageResult(stage.name, STATUS_SKIPPED, detail=detail)
-            say(f"{head}: skipped ({detail})")
-            continue
         say(f"{head}: {stage.title} ...")
         t0 = time.perf_counter()
         try:
-            for module in stage.modules:
-                import_or_not_built(module)
-            outputs = stage.run(ctx)
-            result = StageResult(stage.name, STATUS_OK, outputs=outputs if isinstance(outputs, dict) else {})
-        except NotBuilt as exc:
-            result = StageResult(stage.name, STATUS_NOT_BUILT, detail=str(exc))
+            result = StageResult(stage.name, STATUS_OK, outputs=stage.run(ctx))
         except Exception as exc:  # noqa: BLE001 - a failing stage ends the demo with its name, not a traceback
             tb = traceback.format_exc()
             log_path = settings.out_dir / "logs" / f"{stage.name}.err"

@@ -34,6 +34,7 @@ def default_checkpoint(path: Path, score_thresh: float) -> Path:
     import torch
     from boxseg.train.checkpoint import make_checkpoint, save_checkpoint
 
+    from boxseg.config import config_to_dict
     from boxseg.data.shapes import CATEGORY_NAMES
     from boxseg.model.condinst import CondInst
     from boxseg.model.config import ModelConfig
@@ -41,7 +42,7 @@ def default_checkpoint(path: Path, score_thresh: float) -> Path:
     torch.manual_seed(0)
     cfg = ModelConfig(num_classes=len(CATEGORY_NAMES), score_thresh=score_thresh)
     model = CondInst(cfg)
-    ckpt = make_checkpoint(model=model, iteration=0, config={"preset": "boxinst", "model": cfg.to_dict()},
+    ckpt = make_checkpoint(model=model, iteration=0, config={"preset": "boxinst", "model": config_to_dict(cfg)},
                            class_names=list(CATEGORY_NAMES))
     return save_checkpoint(ckpt, path)
 

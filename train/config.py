@@ -7,6 +7,10 @@ data on a small CPU), and command-line overrides are applied last. The dataclass
 COCO recipe (docs/method.md "COCO recipe"). Values are type-checked against the dataclass field annotations, so a
 typo or a wrong type fails before training starts.
 
+Code that builds a run config sets Python values with :func:`with_overrides` (type-checked the same way); only the
+user's command-line ``key=value`` strings are parsed (:func:`apply_override`). The type checks, choice fields
+(``Literal``) and the dict round trip are the shared machinery of :mod:`boxseg.config`.
+
 The engine never branches on the preset name; it reads ``method`` and the section values. New sections (the
 teacher-student keys) are added as new dataclass fields of :class:`TrainConfig`; loading, overrides, type checks
 and ``config_to_dict``/``config_from_dict`` need no other change.
@@ -14,19 +18,16 @@ and ``config_to_dict``/``config_from_dict`` need no other change.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
-import types
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import yaml
 from boxseg.train.losses.config import LossConfig
 from boxseg.train.pseudo.config import (
-    PSEUDO_LABELERS,
     BPMAConfig,
     PCConfig,
     QAMConfig,
@@ -34,12 +35,14 @@ from boxseg.train.pseudo.config import (
     TeacherConfig,
 )
 
+from boxseg.config import ConfigError, check_choices, check_value, config_to_dict, merge_dict
 from boxseg.model.config import ModelConfig
 from boxseg.tempfiles import write_atomic
 
-
-class ConfigError(ValueError):
-    """A configuration problem: unknown preset or key, wrong type, unreadable YAML."""
+__all__ = ["ConfigError", "DataConfig", "InputConfig", "RuntimeConfig", "SolverConfig", "TrainConfig",
+           "apply_override", "available_overlays", "available_presets", "check_value", "config_dirs",
+           "config_file", "config_from_dict", "config_to_dict", "load_config", "merge_dict", "preset_path",
+           "read_yaml", "reads_gt_masks", "save_config", "with_overrides"]
 
 
 @dataclass
@@ -111,20 +114,16 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     # Teacher-student sections (docs/method.md "Configuration keys"); read only by the teacher-student methods.
-    pseudo_labeler: str = "qam"
+    # "none": no teacher (the supervised presets); the teacher-student method needs "qam" or "bpma".
+    pseudo_labeler: Literal["qam", "bpma", "none"] = "qam"
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentAugConfig = field(default_factory=StudentAugConfig)
     qam: QAMConfig = field(default_factory=QAMConfig)
     bpma: BPMAConfig = field(default_factory=BPMAConfig)
     pc: PCConfig = field(default_factory=PCConfig)
 
-    # Keys that lived elsewhere before: the loader names their new place instead of "unknown key".
-    MOVED_KEYS: ClassVar[dict[str, str]] = {"mask_sup": "loss.mask_sup"}
-
     def __post_init__(self) -> None:
-        if self.pseudo_labeler not in PSEUDO_LABELERS:
-            raise ValueError(f"config key pseudo_labeler: got {self.pseudo_labeler!r}, "
-                             f"expected one of {list(PSEUDO_LABELERS)}")
+        check_choices(self, "config key ")
 
 
 def reads_gt_masks(cfg: TrainConfig) -> bool:
@@ -214,7 +213,8 @@ def config_file(name_or_path: str | Path) -> Path:
 def load_config(preset: str | None = None, yaml_path: str | Path | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Defaults, then the preset YAML, then ``yaml_path`` (a file or a shipped overlay's name, e.g.
-    ``synthetic_cpu``), then ``key=value`` overrides (later wins)."""
+    ``synthetic_cpu``), then the user's ``key=value`` overrides (later wins). Code that sets values itself uses
+    :func:`with_overrides` on the result."""
     cfg = TrainConfig()
     if preset:
         path = preset_path(preset)
@@ -226,6 +226,23 @@ def load_config(preset: str | None = None, yaml_path: str | Path | None = None,
     for item in overrides:
         cfg = apply_override(cfg, item)
     return cfg
+
+
+def with_overrides(cfg: TrainConfig, values: Mapping[str, Any], source: str = "overrides") -> TrainConfig:
+    """A copy of ``cfg`` with ``{"a.b.c": value}`` applied, values given as Python values and checked against the
+    field annotations like a YAML file's (``{"solver.max_iter": 800, "input.train_scales": [160, 192]}``)."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: key '{key}' is inside '{part}', which is given a value too")
+        if leaf in node:
+            raise ConfigError(f"{source}: key '{key}' is given twice")
+        node[leaf] = value
+    return merge_dict(cfg, nested, source=source)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -245,7 +262,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def apply_override(cfg: TrainConfig, item: str) -> TrainConfig:
-    """Apply one ``a.b.c=value`` override; the value is parsed as YAML (``[1, 2]``, ``true``, ``0.5``...)."""
+    """Apply one user ``a.b.c=value`` override; the value is parsed as YAML (``[1, 2]``, ``true``, ``0.5``...)."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -254,192 +271,7 @@ def apply_override(cfg: TrainConfig, item: str) -> TrainConfig:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{item}': value is not valid YAML: {exc}") from exc
-    nested: dict[str, Any] = {}
-    node = nested
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node[p] = {}
-        node = node[p]
-    node[parts[-1]] = value
-    return merge_dict(cfg, nested, source=f"override '{item}'")
-
-
-def merge_dict(cfg: Any, data: dict[str, Any], source: str, prefix: str = "") -> Any:
-    """Return a copy of dataclass ``cfg`` with the (partial, nested) dict ``data`` applied, type-checked."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
-    hints = _type_hints(type(cfg))
-    fields = {f.name for f in dataclasses.fields(cfg)}
-    updates: dict[str, Any] = {}
-    for name, value in _resolve_aliases(type(cfg), data, source, prefix).items():
-        path = f"{prefix}{name}"
-        if name not in fields:
-            moved = getattr(type(cfg), "MOVED_KEYS", {}).get(name)
-            if moved:
-                raise ConfigError(f"{source}: key '{path}' has moved to '{moved}'")
-            raise ConfigError(f"{source}: unknown key '{path}'{_suggest(str(name), fields, prefix)}")
-        current = getattr(cfg, name)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            updates[name] = merge_dict(current, value, source, prefix=f"{path}.")
-        else:
-            updates[name] = check_value(value, hints[name], path, source)
-    try:
-        return dataclasses.replace(cfg, **updates)
-    except (ValueError, TypeError) as exc:  # a section's own validation (__post_init__)
-        if isinstance(exc, ConfigError):
-            raise
-        where = prefix.rstrip(".") or "<root>"
-        raise ConfigError(f"{source}: invalid value in section '{where}': {exc}") from exc
-
-
-def _resolve_aliases(cls: type, data: dict[str, Any], source: str, prefix: str) -> dict[str, Any]:
-    """Rename alias keys (a section's ``KEY_ALIASES``, e.g. ``lambda`` -> ``lambda_`` in ``loss.mask_sup``)."""
-    aliases: dict[str, str] = getattr(cls, "KEY_ALIASES", {})
-    if not aliases or not any(k in aliases for k in data):
-        return data
-    out: dict[str, Any] = {}
-    given: dict[str, str] = {}  # canonical name -> the key it was given as
-    for name, value in data.items():
-        canonical = aliases.get(name, name)
-        if canonical in out:
-            alias = name if name != canonical else given[canonical]
-            raise ConfigError(f"{source}: keys '{prefix}{given[canonical]}' and '{prefix}{name}' are the same "
-                              f"setting ('{alias}' is an alias of '{canonical}'); give one of them")
-        out[canonical], given[canonical] = value, name
-    return out
-
-
-def _suggest(name: str, candidates: set[str], prefix: str) -> str:
-    close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.5)
-    if close:
-        return f"; did you mean '{prefix}{close[0]}'?"
-    return f" (valid keys here: {', '.join(sorted(candidates))})"
-
-
-_HINT_CACHE: dict[type, dict[str, Any]] = {}
-
-
-def _type_hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINT_CACHE:
-        _HINT_CACHE[cls] = typing.get_type_hints(cls)
-    return _HINT_CACHE[cls]
-
-
-def _type_name(tp: Any) -> str:
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
-
-
-def check_value(value: Any, tp: Any, path: str, source: str) -> Any:
-    """Check ``value`` against annotation ``tp``; return it converted (int->float, list->tuple...)."""
-    try:
-        return _convert(value, tp)
-    except _Mismatch:
-        raise ConfigError(
-            f"{source}: key '{path}' got {value!r} ({type(value).__name__}); expected {_type_name(tp)}"
-        ) from None
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def _convert(value: Any, tp: Any) -> Any:
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is Literal:
-        if value in args:
-            return value
-        raise _Mismatch
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(args) != len(value):
-                raise _Mismatch
-            return tuple(_convert(v, a) for v, a in zip(value, args))
-        item_tp = args[0] if args else Any
-        items = [_convert(v, item_tp) for v in value]
-        return tuple(items) if (origin is tuple or tp is tuple) else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise _Mismatch
-        if args:
-            return {_convert(k, args[0]): _convert(v, args[1]) for k, v in value.items()}
-        return dict(value)
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        if isinstance(value, dict):
-            try:
-                return merge_dict(tp(), value, source="")
-            except ConfigError:
-                raise _Mismatch from None
-        raise _Mismatch
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _Mismatch
-    if tp is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value)
-        raise _Mismatch
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        raise _Mismatch
-    return value  # an annotation this checker does not know: accept as given
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Plain-dict round trip (the form stored in checkpoints and RUN/config.yaml)
-
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """Nested plain dict (tuples become lists) that YAML and torch.save store without custom classes."""
-
-    def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, Path):
-            return str(v)
-        return v
-
-    return plain(cfg)
+    return with_overrides(cfg, {key: value}, source=f"override '{item}'")
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config dict") -> TrainConfig:

@@ -45,10 +45,7 @@ class MemoryBank:
     """FIFO bank of at most `capacity` tutors (docs/method.md "Peer-assisted Copy-paste"): push appends, and the
     oldest entry leaves when full."""
 
-    def __init__(self, capacity: int = 80, scope: str = "per_gpu") -> None:
-        if scope != "per_gpu":
-            raise NotImplementedError(f"config key pc.bank_scope={scope!r} is not implemented; use 'per_gpu' "
-                                      "(one bank per process, the default)")
+    def __init__(self, capacity: int = 80) -> None:
         if capacity < 1:
             raise ValueError(f"config key pc.bank_size: got {capacity}, expected >= 1")
         self.capacity = capacity

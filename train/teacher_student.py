@@ -42,7 +42,6 @@ from .loop import METHODS, Method, mix_seed
 from .losses.mask_sup import QualityMaskLoss
 from .pseudo.bpma import bpma_label
 from .pseudo.config import (
-    PSEUDO_LABELERS,
     BPMAConfig,
     MaskSupConfig,
     PCConfig,
@@ -80,12 +79,9 @@ def ts_sections(cfg: Any) -> TSSections:
         pc=getattr(cfg, "pc", None) or PCConfig(),
         mask_sup=mask_sup,
     )
-    if sec.pseudo_labeler not in PSEUDO_LABELERS:
-        raise ValueError(f"config key pseudo_labeler: got {sec.pseudo_labeler!r}, expected one of "
-                         f"{list(PSEUDO_LABELERS)}")
     if sec.pseudo_labeler not in ("qam", "bpma"):
-        raise NotImplementedError(f"config key pseudo_labeler={sec.pseudo_labeler!r} is not implemented "
-                                  "(available: 'qam', 'bpma')")
+        raise ValueError(f"config key pseudo_labeler: got {sec.pseudo_labeler!r}, expected 'qam' or 'bpma' (the "
+                         "teacher-student method needs a labeller; 'none' is for the supervised presets)")
     if sec.teacher.source == "student" and sec.pseudo_labeler != "qam":
         raise ValueError("config keys teacher.source='student' (BoxInst + PC) needs pseudo_labeler='qam'")
     return sec
@@ -111,7 +107,7 @@ class TeacherStudentMethod(Method):
         if self.sec.teacher.source == "ema":
             self.ema = ModelEMA(student, self.sec.teacher.ema_momentum, self.sec.teacher.ema_warmup)
             self.teacher = self.ema.teacher
-        self.bank = MemoryBank(self.sec.pc.bank_size, self.sec.pc.bank_scope)
+        self.bank = MemoryBank(self.sec.pc.bank_size)
         self.paster = PeerCopyPaste(self.sec.pc)
         self.size_divisor = int(getattr(getattr(cfg, "input", None), "size_divisor", 32))
         self.seed = int(getattr(getattr(cfg, "runtime", None), "seed", 0))

@@ -63,11 +63,10 @@ def cli(preset: str | None, config_path: str | None, data_dir: str | None, val_d
         "solver.max_iter": iters, "solver.ims_per_batch": batch, "runtime.device": device,
         "data.workers": workers,
     }
-    # Flags as overrides (JSON is valid YAML, so paths and strings survive the YAML parse), then key=value.
-    all_overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(overrides)
     check_overrides(overrides)
     try:
-        cfg = _resolve_config(preset, config_path, out_dir, resume, all_overrides)
+        cfg = _resolve_config(preset, config_path, out_dir, resume,
+                              {k: v for k, v in flags.items() if v is not None}, overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
@@ -99,21 +98,33 @@ def cli(preset: str | None, config_path: str | None, data_dir: str | None, val_d
 
 
 def _resolve_config(preset: str | None, config_path: str | None, out_dir: str, resume: bool,
-                    all_overrides: list[str]) -> Any:
-    from boxseg.train.config import apply_override, config_from_dict, load_config, merge_dict, read_yaml
+                    flags: dict[str, Any], overrides: tuple[str, ...]) -> Any:
+    """The preset (or, resuming without --preset, RUN/config.yaml), --config, the flags, then key=value."""
+    from boxseg.train.config import (
+        apply_override,
+        config_file,
+        config_from_dict,
+        load_config,
+        merge_dict,
+        read_yaml,
+        with_overrides,
+    )
 
     saved = Path(out_dir) / "config.yaml"
     if preset is None and resume and saved.is_file():
         cfg = config_from_dict(read_yaml(saved), source=str(saved))
         if config_path:
-            cfg = merge_dict(cfg, read_yaml(Path(config_path)), source=config_path)
-        for item in all_overrides:
-            cfg = apply_override(cfg, item)
-        return cfg
-    if preset is None:
+            path = config_file(config_path)
+            cfg = merge_dict(cfg, read_yaml(path), source=str(path))
+    elif preset is None:
         raise click.UsageError("--preset is required (e.g. --preset boxinst), except with --resume on a run "
                                "folder that has config.yaml")
-    return load_config(preset, config_path, all_overrides)
+    else:
+        cfg = load_config(preset, config_path)
+    cfg = with_overrides(cfg, flags, source="the command-line flags")
+    for item in overrides:
+        cfg = apply_override(cfg, item)
+    return cfg
 
 
 @contextlib.contextmanager

@@ -1,16 +1,18 @@
 """Configuration of the CondInst student (docs/method.md "Student network"). One dataclass, plain values, so it
-round-trips through YAML."""
+round-trips through YAML and checkpoints with boxseg.config's ``config_to_dict`` and ``from_dict(ModelConfig, d)``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-BACKBONES = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50", "resnet101")
-BOX_SCORES = ("vfl", "fcos_cls_ctr")
-NORMS = ("GN", "BN", "none")
-BACKBONE_NORMS = ("auto", "frozen_bn", "bn", "gn")
+from boxseg.config import check_choices
+
+BackboneNorm = Literal["auto", "frozen_bn", "bn", "gn"]
+BACKBONE_NORMS = get_args(BackboneNorm)  # for the backbone builder, which resolves "auto"
+Norm = Literal["GN", "BN", "none"]
 
 # ImageNet statistics on the 0..255 scale (torchvision's ResNet checkpoints expect these).
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -30,26 +32,26 @@ class ModelConfig:
     error for them), or a path to a local checkpoint (torchvision key names for ResNets).
     """
 
-    backbone: str = "efficientnet_lite0"
+    backbone: Literal["efficientnet_lite0", "resnet18", "resnet34", "resnet50", "resnet101"] = "efficientnet_lite0"
     pretrained: bool | str = True
     freeze_stem: bool = True
-    backbone_norm: str = "auto"  # auto: frozen BN when pretrained, GroupNorm from scratch | frozen_bn | bn | gn
+    backbone_norm: BackboneNorm = "auto"  # auto: frozen BN when pretrained, GroupNorm from scratch
     resnet_width: int = 64  # ResNet stem width; 64 = torchvision (needed to load its checkpoints), less for tests
     num_classes: int = 80
     # FPN P3-P7
     fpn_channels: int = 256
     # FCOS head
     head_convs: int = 4
-    head_norm: str = "GN"
+    head_norm: Norm = "GN"
     sizes_of_interest: tuple[float, ...] = (64.0, 128.0, 256.0, 512.0)
     center_sampling_radius: float = 1.5
-    box_score: str = "vfl"
+    box_score: Literal["vfl", "fcos_cls_ctr"] = "vfl"
     prior_prob: float = 0.01
     # Mask branch (stride 8) and dynamic mask head
     mask_branch_channels: int = 8  # C_mask: 8 -> 169 dynamic params, 16 -> 233
     mask_branch_width: int = 128
     mask_branch_convs: int = 4
-    mask_branch_norm: str = "BN"
+    mask_branch_norm: Norm = "BN"
     mask_head_channels: int = 8
     mask_head_layers: int = 3
     # Inference
@@ -105,22 +107,14 @@ class ModelConfig:
             return self.pixel_std
         return LITE_STD if self.backbone == "efficientnet_lite0" else IMAGENET_STD
 
-    # ------------------------------------------------------------------ checks and (de)serialisation
+    # ------------------------------------------------------------------ checks
     def validate(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
             return ValueError(f"ModelConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
 
-        if self.backbone not in BACKBONES:
-            raise bad("backbone", f"one of {BACKBONES}")
+        check_choices(self, "ModelConfig.")
         if not isinstance(self.pretrained, (bool, str, Path)):
             raise bad("pretrained", "a bool or a path to a checkpoint")
-        if self.backbone_norm not in BACKBONE_NORMS:
-            raise bad("backbone_norm", f"one of {BACKBONE_NORMS}")
-        if self.box_score not in BOX_SCORES:
-            raise bad("box_score", f"one of {BOX_SCORES}")
-        for name in ("head_norm", "mask_branch_norm"):
-            if getattr(self, name) not in NORMS:
-                raise bad(name, f"one of {NORMS}")
         for name in ("num_classes", "resnet_width", "fpn_channels", "mask_branch_channels", "mask_branch_width",
                      "mask_head_channels", "pre_nms_topk", "max_dets"):
             if int(getattr(self, name)) < 1:
@@ -138,23 +132,6 @@ class ModelConfig:
         for name in ("score_thresh", "nms_thresh", "mask_thresh", "prior_prob"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise bad(name, "a number in [0, 1]")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if isinstance(d["pretrained"], Path):
-            d["pretrained"] = str(d["pretrained"])
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"ModelConfig: unknown key(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**d)
 
     @classmethod
     def tiny(cls, num_classes: int = 3, **overrides: Any) -> ModelConfig:

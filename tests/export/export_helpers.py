@@ -34,6 +34,7 @@ def write_checkpoint(path: Path, student, *, teacher_value: float = 0.5, **overr
     """A checkpoint in the contract format; the teacher's weights are all `teacher_value` (never exported)."""
     from boxseg.train.checkpoint import make_checkpoint, save_checkpoint
 
+    from boxseg.config import config_to_dict
     from boxseg.model.condinst import CondInst
 
     teacher = CondInst(student.cfg)
@@ -41,7 +42,7 @@ def write_checkpoint(path: Path, student, *, teacher_value: float = 0.5, **overr
         for p in teacher.parameters():
             p.fill_(teacher_value)
     ckpt = make_checkpoint(model=student, teacher=teacher, iteration=123,
-                           config={"method": "supervised", "preset": "boxinst", "model": student.cfg.to_dict()},
+                           config={"method": "supervised", "preset": "boxinst", "model": config_to_dict(student.cfg)},
                            class_names=CLASS_NAMES)
     ckpt.update(overrides)
     save_checkpoint(ckpt, path)

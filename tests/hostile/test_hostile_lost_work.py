@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from boxseg.cli import main
+from boxseg.config import config_to_dict
 from boxseg.model.config import ModelConfig
 
 SIZE = 64
@@ -63,7 +64,7 @@ def test_predict_into_a_subfolder_of_the_inputs_is_fine(tmp_path: Path, onnx_mod
 
 
 def _tiny_model_overrides() -> list[str]:
-    tiny, default = ModelConfig.tiny(num_classes=2).to_dict(), ModelConfig().to_dict()
+    tiny, default = config_to_dict(ModelConfig.tiny(num_classes=2)), config_to_dict(ModelConfig())
     return [f"model.{k}={json.dumps(v)}" for k, v in tiny.items() if v != default[k]]
 
 

@@ -15,6 +15,8 @@ from boxseg.train.pseudo.config import (
     TeacherConfig,
 )
 
+from boxseg.config import from_dict
+
 DEFAULT_QAM = {"tau_score": 0.5, "tau_pixel": 0.5, "k": 10, "adaptive_k": True, "k_min": 2, "k_max": 10,
             "area_small": 1024, "area_large": 9216, "area_frame": "original", "k_rounding": "half_up",
             "require_class_match": False, "u_min": 0.0, "empty_policy": "skip", "gate": "hard",
@@ -44,7 +46,7 @@ def test_teacher_student_mask_sup_defaults():
     m = MaskSupConfig()
     assert (m.type, m.lambda_, m.warmup_iters, m.weight_exponent, m.affinity_weight, m.target) == (
         "dice", 0.5, 10000, 1.0, 0.0, "binary")
-    assert MaskSupConfig.from_dict({"lambda": 1.0}).lambda_ == 1.0
+    assert from_dict(MaskSupConfig, {"lambda": 1.0}, source="test").lambda_ == 1.0
     for c in (t, s, m):
         c.validate()
 

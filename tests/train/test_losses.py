@@ -344,13 +344,17 @@ def test_config_errors_name_the_field() -> None:
         LossConfig(mask_loss="boxes")
     with pytest.raises(ValueError, match="box_score"):
         Criterion(LossConfig(box_score="fcos_cls_ctr"), ModelConfig.tiny())
-    assert LossConfig.from_dict(LossConfig().to_dict()) == LossConfig()
-    nested = LossConfig.from_dict({"mask_sup": {"lambda": 1.0, "target": "soft"}})
+    from boxseg.train.losses.config import MaskSupConfig
+
+    from boxseg.config import config_to_dict, from_dict
+
+    assert from_dict(LossConfig, config_to_dict(LossConfig()), source="test") == LossConfig()
+    nested = from_dict(LossConfig, {"mask_sup": {"lambda": 1.0, "target": "soft"}}, source="test")
     assert (nested.mask_sup.lambda_, nested.mask_sup.target) == (1.0, "soft")
-    with pytest.raises(ValueError, match=r"moved: mask_sup_weight -> loss\.mask_sup\.lambda_"):
-        LossConfig.from_dict({"mask_sup_weight": 0.5})
+    with pytest.raises(ValueError, match=r"unknown key 'mask_sup_weight'"):
+        from_dict(LossConfig, {"mask_sup_weight": 0.5}, source="test")
     with pytest.raises(ValueError, match=r"loss\.mask_sup\.type"):
-        LossConfig(mask_sup={"type": "bce"})
+        LossConfig(mask_sup=MaskSupConfig(type="bce"))
 
 
 def test_tiny_model_overfits_two_images() -> None:

@@ -9,12 +9,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from boxseg.cli import main
+from boxseg.config import config_to_dict
 from boxseg.model.config import ModelConfig
 
 
 def _tiny_model_overrides() -> list[str]:
     """key=value overrides that turn the preset's model into ModelConfig.tiny (exercises override parsing)."""
-    tiny, default = ModelConfig.tiny(num_classes=4).to_dict(), ModelConfig().to_dict()
+    tiny, default = config_to_dict(ModelConfig.tiny(num_classes=4)), config_to_dict(ModelConfig())
     return [f"model.{k}={json.dumps(v)}" for k, v in tiny.items() if v != default[k]]
 
 

@@ -19,11 +19,12 @@ import pytest
 import torch
 from boxseg.train.checkpoint import load_checkpoint
 
+from boxseg.config import config_to_dict
 from boxseg.model.config import ModelConfig
 
 
 def _args(data, out: Path, batch: int) -> list[str]:
-    tiny, default = ModelConfig.tiny(num_classes=4).to_dict(), ModelConfig().to_dict()
+    tiny, default = config_to_dict(ModelConfig.tiny(num_classes=4)), config_to_dict(ModelConfig())
     model = [f"model.{k}={json.dumps(v)}" for k, v in tiny.items() if v != default[k]]
     return ["train", "--preset", "boxinst", "--data", str(data["train"]), "--out", str(out), "--iters", "3",
             "--batch", str(batch), "--device", "cpu", "--workers", "0", "--json", *model,

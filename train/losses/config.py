@@ -7,12 +7,10 @@ the criterion's default pseudo-mask loss and the teacher-student method both rea
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
-MASK_LOSSES = ("boxinst", "condinst")
-MASK_SUP_TYPES = ("dice", "dice+bce")
-MASK_SUP_TARGETS = ("binary", "soft")
+from boxseg.config import check_choices
 
 
 @dataclass
@@ -25,12 +23,12 @@ class MaskSupConfig:
 
     KEY_ALIASES: ClassVar[dict[str, str]] = {"lambda": "lambda_"}
 
-    type: str = "dice"            # dice | dice+bce
+    type: Literal["dice", "dice+bce"] = "dice"
     lambda_: float = 0.5          # lambda_mask (BoxSeg Eq. 1); lambda_pixel in BoxTeacher
     warmup_iters: int = 10000     # linear ramp of the whole term (docs/method.md "Pseudo-mask loss")
     weight_exponent: float = 1.0  # w ** exponent (PAIS-style; 1 = BoxSeg)
     affinity_weight: float = 0.0  # BT noise-reduced affinity (0.1 in the boxteacher preset)
-    target: str = "binary"        # binary (box-cropped, binarised at tau_pixel) | soft (box-cropped)
+    target: Literal["binary", "soft"] = "binary"  # binary: box-cropped, binarised at tau_pixel; soft: box-cropped
     # Used by the teacher-student loss:
     affinity_tau: float = 0.5     # BT Eq. 5 tau_a
     affinity_dilation: int = 2
@@ -43,10 +41,7 @@ class MaskSupConfig:
         def bad(name: str, expected: str) -> ValueError:
             return ValueError(f"config key loss.mask_sup.{name}: got {getattr(self, name)!r}, expected {expected}")
 
-        if self.type not in MASK_SUP_TYPES:
-            raise bad("type", f"one of {list(MASK_SUP_TYPES)}")
-        if self.target not in MASK_SUP_TARGETS:
-            raise bad("target", f"one of {list(MASK_SUP_TARGETS)}")
+        check_choices(self, "config key loss.mask_sup.")
         if int(self.warmup_iters) < 0:
             raise bad("warmup_iters", "an integer >= 0")
         if int(self.affinity_dilation) < 1:
@@ -58,27 +53,11 @@ class MaskSupConfig:
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise bad(name, "a number in [0, 1]")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MaskSupConfig:
-        """Build from a plain dict; `lambda` maps to `lambda_` (giving both is an error)."""
-        d = dict(d)
-        for alias, name in cls.KEY_ALIASES.items():
-            if alias in d:
-                if name in d:
-                    raise ValueError(f"config keys loss.mask_sup.{alias} and loss.mask_sup.{name} are the same "
-                                     "setting; give one of them")
-                d[name] = d.pop(alias)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"loss.mask_sup: unknown key(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**d)
-
 
 @dataclass
 class LossConfig:
     # Detection (FCOS). box_score None = follow ModelConfig.box_score ("vfl" -> varifocal, "fcos_cls_ctr" -> focal).
-    box_score: str | None = None
+    box_score: Literal["vfl", "fcos_cls_ctr"] | None = None
     vfl_alpha: float = 0.75
     vfl_gamma: float = 2.0
     focal_alpha: float = 0.25
@@ -90,7 +69,7 @@ class LossConfig:
     max_proposals: int = 64
     # "boxinst": projection + pairwise from boxes (docs/method.md "Box-supervised mask loss"); "condinst": Dice on
     # GT masks (the upper bound)
-    mask_loss: str = "boxinst"
+    mask_loss: Literal["boxinst", "condinst"] = "boxinst"
     proj_weight: float = 1.0
     pairwise_weight: float = 1.0
     pairwise_kernel: int = 3
@@ -106,24 +85,14 @@ class LossConfig:
     # Teacher pseudo masks (BoxSeg Eq. 1), used when targets carry `pseudo_masks`
     mask_sup: MaskSupConfig = field(default_factory=MaskSupConfig)
 
-    # Keys that used to be flat fields here: the config loader names their new place instead of "unknown key".
-    MOVED_KEYS: ClassVar[dict[str, str]] = {"mask_sup_weight": "loss.mask_sup.lambda_",
-                                            "mask_sup_warmup_iters": "loss.mask_sup.warmup_iters",
-                                            "mask_sup_target": "loss.mask_sup.target"}
-
     def __post_init__(self) -> None:
-        if isinstance(self.mask_sup, dict):  # from_dict / cls(**plain) hand over a plain mapping
-            self.mask_sup = MaskSupConfig.from_dict(self.mask_sup)
         self.validate()
 
     def validate(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
             return ValueError(f"LossConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
 
-        if self.box_score not in (None, "vfl", "fcos_cls_ctr"):
-            raise bad("box_score", "None, 'vfl' or 'fcos_cls_ctr'")
-        if self.mask_loss not in MASK_LOSSES:
-            raise bad("mask_loss", f"one of {MASK_LOSSES}")
+        check_choices(self, "LossConfig.")
         if self.pairwise_kernel < 3 or self.pairwise_kernel % 2 == 0:
             raise bad("pairwise_kernel", "an odd integer >= 3")
         for name in ("pairwise_dilation", "max_proposals"):
@@ -138,18 +107,5 @@ class LossConfig:
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise bad(name, "a number in [0, 1]")
         if not isinstance(self.mask_sup, MaskSupConfig):
-            raise bad("mask_sup", "a MaskSupConfig or a mapping of its keys")
+            raise bad("mask_sup", "a MaskSupConfig")
         self.mask_sup.validate()
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LossConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            moved = [f"{k} -> {cls.MOVED_KEYS[k]}" for k in unknown if k in cls.MOVED_KEYS]
-            hint = f" (moved: {', '.join(moved)})" if moved else ""
-            raise ValueError(f"LossConfig: unknown key(s) {unknown}; expected some of {sorted(known)}{hint}")
-        return cls(**d)

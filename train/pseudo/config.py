@@ -1,30 +1,23 @@
 """Config dataclasses for the teacher-student parts (keys and defaults: docs/method.md "Configuration keys").
 
-The engine composes these into `TrainConfig` as the sections `teacher`, `student`, `qam`, `bpma`, `pc` and
-`pseudo_labeler` (a plain string). `loss.mask_sup` is `MaskSupConfig`, which lives with the loss config
-(`boxseg.train.losses.config`, the field `LossConfig.mask_sup`) and is re-exported here.
-Every field has its documented default; construction validates and raises a ValueError naming the key and what
-was expected.
+The engine composes these into `TrainConfig` as the sections `teacher`, `student`, `qam`, `bpma` and `pc`
+(`TrainConfig.pseudo_labeler` chooses the labeller). `loss.mask_sup` is `MaskSupConfig`, which lives with the loss
+config (`boxseg.train.losses.config`, the field `LossConfig.mask_sup`) and is re-exported here.
+Every field has its documented default; choice fields are `Literal`s (the config loader checks them from the
+annotation). Construction validates and raises a ValueError naming the key and what was expected.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from boxseg.train.losses.config import MaskSupConfig
 
-__all__ = ["PSEUDO_LABELERS", "BPMAConfig", "ColorJitterConfig", "GaussianBlurConfig", "GrayscaleConfig",
-           "MaskSupConfig", "PCConfig", "QAMConfig", "StudentAugConfig", "TeacherConfig", "TeacherInputConfig"]
+from boxseg.config import check_choices
 
-# The labellers plus "none" (no teacher: the boxinst/condinst presets). "sim" and "boxcaseg" are not
-# implemented; the teacher-student method rejects them with NotImplementedError.
-PSEUDO_LABELERS = ("qam", "bpma", "sim", "boxcaseg", "none")
-
-
-def _choice(section: str, obj: object, name: str, allowed: tuple[str, ...]) -> None:
-    value = getattr(obj, name)
-    if value not in allowed:
-        raise ValueError(f"config key {section}.{name}: got {value!r}, expected one of {list(allowed)}")
+__all__ = ["BPMAConfig", "ColorJitterConfig", "GaussianBlurConfig", "GrayscaleConfig", "MaskSupConfig", "PCConfig",
+           "QAMConfig", "StudentAugConfig", "TeacherConfig", "TeacherInputConfig"]
 
 
 def _range(section: str, obj: object, name: str, lo: float, hi: float) -> None:
@@ -49,13 +42,13 @@ class TeacherConfig:
     # ema: an EMA teacher labels the batch (boxteacher, boxseg). student: no teacher; the student labels its own
     # teacher view with QAM only to feed copy-paste, and only pasted tutors get a pseudo-mask loss (BoxInst + PC,
     # BoxSeg Table 6).
-    source: str = "ema"
+    source: Literal["ema", "student"] = "ema"
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        _choice("teacher", self, "source", ("ema", "student"))
+        check_choices(self, "config key teacher.")
         _range("teacher", self, "ema_momentum", 0.0, 1.0)
         if self.input.augment:
             raise ValueError("config key teacher.input.augment: got True, expected False (the teacher view has no "
@@ -124,31 +117,25 @@ class QAMConfig:
     k_max: int = 10
     area_small: float = 1024.0    # 32^2
     area_large: float = 9216.0    # 96^2
-    area_frame: str = "original"  # original | teacher
-    k_rounding: str = "half_up"   # half_up | floor | ceil
+    area_frame: Literal["original", "teacher"] = "original"
+    k_rounding: Literal["half_up", "floor", "ceil"] = "half_up"
     require_class_match: bool = False
     u_min: float = 0.0
-    empty_policy: str = "skip"    # skip | top1
-    gate: str = "hard"            # hard | soft (PAIS-style)
+    empty_policy: Literal["skip", "top1"] = "skip"
+    gate: Literal["hard", "soft"] = "hard"  # soft: PAIS-style
     soft_gate_power: float = 1.0  # exponent of s in the soft gate
-    box_agreement: str = "off"    # off | gate | multiply (BoxCaseg-style)
+    box_agreement: Literal["off", "gate", "multiply"] = "off"  # BoxCaseg-style
     box_agreement_thresh: float = 0.95
-    overlap_resolution: str = "none"  # none | smaller_wins
+    overlap_resolution: Literal["none", "smaller_wins"] = "none"
     # Table 4 stage switches: "bqr" = top-1 by box-IoU, weight 1; "bqr_qmf" = Eq. 2 fusion, weight 1;
     # "full" = BQR + QMF + MQS (BoxSeg).
-    stages: str = "full"
+    stages: Literal["bqr", "bqr_qmf", "full"] = "full"
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        _choice("qam", self, "area_frame", ("original", "teacher"))
-        _choice("qam", self, "k_rounding", ("half_up", "floor", "ceil"))
-        _choice("qam", self, "empty_policy", ("skip", "top1"))
-        _choice("qam", self, "gate", ("hard", "soft"))
-        _choice("qam", self, "box_agreement", ("off", "gate", "multiply"))
-        _choice("qam", self, "overlap_resolution", ("none", "smaller_wins"))
-        _choice("qam", self, "stages", ("bqr", "bqr_qmf", "full"))
+        check_choices(self, "config key qam.")
         _range("qam", self, "tau_score", 0.0, 1.0)
         _range("qam", self, "tau_pixel", 0.0, 1.0)
         _range("qam", self, "u_min", 0.0, 1.0)
@@ -164,16 +151,15 @@ class QAMConfig:
 class BPMAConfig:
     tau_iou: float = 0.5
     tau_c: float = 0.05
-    score: str = "mcs"            # mcs | cls | none (sort by confidence, weight 1: Table 4 "BPMA" row)
+    score: Literal["mcs", "cls", "none"] = "mcs"  # none: sort by confidence, weight 1 (Table 4 "BPMA" row)
     tau_pixel: float = 0.5        # τ_m inside MCS (BT Eq. 1)
-    mcs_region: str = "box"       # box: predicted box to sort, GT box to weight | image: whole image (public code)
+    mcs_region: Literal["box", "image"] = "box"  # box: predicted box to sort, GT box to weight; image: whole image
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        _choice("bpma", self, "score", ("mcs", "cls", "none"))
-        _choice("bpma", self, "mcs_region", ("box", "image"))
+        check_choices(self, "config key bpma.")
         _range("bpma", self, "tau_iou", 0.0, 1.0)
         _range("bpma", self, "tau_c", 0.0, 1.0)
 
@@ -182,23 +168,23 @@ class BPMAConfig:
 class PCConfig:
     enabled: bool = True
     bank_size: int = 80
-    bank_scope: str = "per_gpu"   # per_gpu | global (global: NotImplementedError)
+    bank_scope: Literal["per_gpu"] = "per_gpu"  # one bank per process (the only scope implemented)
     tau: float = 0.8
-    nonoverlap: str = "box_disjoint"  # box_disjoint | box_coverage | mask_disjoint
+    nonoverlap: Literal["box_disjoint", "box_coverage", "mask_disjoint"] = "box_disjoint"
     eps_cov: float = 0.05
     reject_border_tutors: bool = False
     pastes_per_image: int = 1
-    learner_sampling: str = "uniform"  # uniform | inverse_quality
-    placement: str = "overlap"    # overlap | random (Table 5 ablation arm)
-    selection: str = "quality"    # quality | random (Table 5 ablation arm)
+    learner_sampling: Literal["uniform", "inverse_quality"] = "uniform"
+    placement: Literal["overlap", "random"] = "overlap"  # random: Table 5 ablation arm
+    selection: Literal["quality", "random"] = "quality"  # random: Table 5 ablation arm
     rho_min_visible: float = 0.5
     min_visible_frac: float = 0.0  # drop an occluded object when its visible fraction <= this
     max_tries: int = 10
-    blend: str = "hard"           # hard | feather
+    blend: Literal["hard", "feather"] = "hard"
     # box_minus_paste (default): trim the GT box only where the tutor covers whole rows/columns at its edges; the
     # GT box is the one exact label. mask: tight box of the imperfect pseudo mask (IoU ~0.85 with the GT box, so
     # it corrupts a box label per paste); keep: the old box. mask and keep are ablation arms.
-    box_update: str = "box_minus_paste"  # box_minus_paste | mask | keep
+    box_update: Literal["box_minus_paste", "mask", "keep"] = "box_minus_paste"
     tutor_flip: float = 0.5       # probability of a random h-flip of the tutor
     mask_thresh: float = 0.5      # binarisation of pseudo masks for the bank and the overlap tests
 
@@ -206,13 +192,7 @@ class PCConfig:
         self.validate()
 
     def validate(self) -> None:
-        _choice("pc", self, "bank_scope", ("per_gpu", "global"))
-        _choice("pc", self, "nonoverlap", ("box_disjoint", "box_coverage", "mask_disjoint"))
-        _choice("pc", self, "learner_sampling", ("uniform", "inverse_quality"))
-        _choice("pc", self, "placement", ("overlap", "random"))
-        _choice("pc", self, "selection", ("quality", "random"))
-        _choice("pc", self, "blend", ("hard", "feather"))
-        _choice("pc", self, "box_update", ("mask", "box_minus_paste", "keep"))
+        check_choices(self, "config key pc.")
         _range("pc", self, "rho_min_visible", 0.0, 1.0)
         _range("pc", self, "min_visible_frac", 0.0, 1.0)
         _range("pc", self, "tutor_flip", 0.0, 1.0)
