@@ -59,12 +59,6 @@ def main() -> None:
     """BoxSeg: train box-supervised instance segmentation, export it, deploy it, measure it."""
 
 
-def not_built(what: str, issue: str) -> None:
-    """Exit with status 2 for a capability that does not exist yet (no fake output)."""
-    click.echo(f"boxseg: {what} is not built yet ({issue}).", err=True)
-    raise SystemExit(2)
-
-
 class Threshold(click.FloatRange):
     """A float in [min, max] that is also a real number: click's FloatRange lets nan through (every comparison
     with nan is false), and a nan score threshold silently keeps or drops everything."""

@@ -1,4 +1,4 @@
-"""`boxseg demo --quick` end to end (the CI demo test): every stage that exists runs and leaves its artefacts."""
+"""`boxseg demo --quick` end to end (the CI demo test): every stage runs and leaves its artefacts."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ import pytest
 from click.testing import CliRunner
 
 from boxseg.cli import main
-
-# Parts that landed before the demo; the rest may still be "not built" (the demo then lists them).
-REQUIRED = ("data", "baselines")
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +21,12 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
     return json.loads(r.stdout), r.stderr, out
 
 
-def test_every_built_stage_succeeds(quick: tuple[dict, str, Path]) -> None:
+def test_every_stage_succeeds(quick: tuple[dict, str, Path]) -> None:
     summary, _, _ = quick
     status = {s["name"]: s["status"] for s in summary["stages"]}
     assert list(status) == ["data", "baselines", "train", "eval", "label", "export", "predict", "bench"]
     assert summary["ok"] and summary["failed_stage"] is None
-    for name in REQUIRED:
-        assert status[name] == "ok"
-    for s in summary["stages"]:
-        assert s["status"] in ("ok", "not built", "skipped"), s
-        if s["status"] != "ok":
-            assert s["detail"], f"stage {s['name']} is {s['status']} without saying why"
+    assert set(status.values()) == {"ok"}, summary["stages"]
 
 
 def test_progress_lines_on_stderr(quick: tuple[dict, str, Path]) -> None:
@@ -49,34 +41,26 @@ def test_artefacts_exist(quick: tuple[dict, str, Path]) -> None:
     assert json.loads(Path(art["summary"]).read_text())["stages"] == summary["stages"]
     assert (Path(art["data"]) / "train" / "annotations.json").is_file()
     assert all(Path(p).exists() for p in art.values())
-    status = {s["name"]: s["status"] for s in summary["stages"]}
-    if status["train"] == "ok":
-        assert Path(art["checkpoint"]).stat().st_size > 1_000_000  # the Lite0 student, well over 1 MB
-    if status["export"] == "ok":
-        assert Path(art["onnx"]).suffix == ".onnx" and summary["export"]["verified"] is True
-    if status["predict"] == "ok":
-        assert len(list(Path(art["overlays"]).glob("*.png"))) == summary["settings"]["plan"]["overlays"]
-        assert isinstance(json.loads(Path(art["predictions"]).read_text()), list)
-    if status["bench"] == "ok":
-        bench = json.loads((out / "bench" / "latency.json").read_text())
-        assert {r["backend"] for r in bench["rows"]} >= {"torch"}
-        assert all(r["status"] == "ok" for r in bench["rows"]), bench["rows"]
+    assert Path(art["checkpoint"]).stat().st_size > 1_000_000  # the Lite0 student, well over 1 MB
+    assert Path(art["onnx"]).suffix == ".onnx" and summary["export"]["verified"] is True
+    assert len(list(Path(art["overlays"]).glob("*.png"))) == summary["settings"]["plan"]["overlays"]
+    assert isinstance(json.loads(Path(art["predictions"]).read_text()), list)
+    bench = json.loads((out / "bench" / "latency.json").read_text())
+    assert {r["backend"] for r in bench["rows"]} == {"torch", "ort", "runtime"}
+    assert all(r["status"] == "ok" for r in bench["rows"]), bench["rows"]
 
 
 def test_mask_ap_next_to_baselines(quick: tuple[dict, str, Path]) -> None:
     summary, _, _ = quick
     ap = summary["mask_ap"]
     assert ap["box-fill in the GT boxes"]["AP"] > 0 and ap["ellipse in the GT boxes"]["AP"] > 0
-    status = {s["name"]: s["status"] for s in summary["stages"]}
     preset = summary["settings"]["preset"]
-    if status["eval"] == "ok":
-        assert 0.0 <= ap[f"{preset} (PyTorch)"]["AP"] <= 100.0
-        # Same detections, ellipse masks: tells detection quality from mask quality.
-        assert 0.0 <= ap[f"ellipse in the {preset} student's boxes"]["AP"] <= 100.0
-    if status["eval"] == "ok" and status["predict"] == "ok":
-        # The runtime runs the exported student at the same input size: the same AP up to rounding in pasting.
-        torch_ap, rt_ap = ap[f"{preset} (PyTorch)"]["AP"], ap[f"{preset} (runtime, ONNX)"]["AP"]
-        assert abs(torch_ap - rt_ap) <= 1.0 + 0.05 * torch_ap
+    assert 0.0 <= ap[f"{preset} (PyTorch)"]["AP"] <= 100.0
+    # Same detections, ellipse masks: tells detection quality from mask quality.
+    assert 0.0 <= ap[f"ellipse in the {preset} student's boxes"]["AP"] <= 100.0
+    # The runtime runs the exported student at the same input size: the same AP up to rounding in pasting.
+    torch_ap, rt_ap = ap[f"{preset} (PyTorch)"]["AP"], ap[f"{preset} (runtime, ONNX)"]["AP"]
+    assert abs(torch_ap - rt_ap) <= 1.0 + 0.05 * torch_ap
 
 
 def test_quick_plan_is_small(quick: tuple[dict, str, Path]) -> None:
@@ -86,9 +70,6 @@ def test_quick_plan_is_small(quick: tuple[dict, str, Path]) -> None:
 
 def test_label_stage_scores_the_val_labels(quick: tuple[dict, str, Path]) -> None:
     summary, _, _ = quick
-    status = {s["name"]: s["status"] for s in summary["stages"]}
-    if status["label"] != "ok":
-        return
     lab = summary["labels"]
     labels = json.loads(Path(summary["artefacts"]["labels"]).read_text())
     assert lab["annotations"] == len(labels["annotations"]) > 0
