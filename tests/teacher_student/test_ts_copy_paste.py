@@ -43,8 +43,6 @@ def test_bank_fifo_81_pushes():
     other = MemoryBank(80)
     other.load_state_dict(state)
     assert [e.cls for e in other.entries] == list(range(1, 81))
-    with pytest.raises(NotImplementedError, match="pc.bank_scope"):
-        MemoryBank(80, scope="global")
 
 
 def test_only_eligible_objects_are_pushed():
