@@ -38,6 +38,7 @@ from boxseg.train.checkpoint import (
 )
 from boxseg.train.config import ConfigError, TrainConfig, config_to_dict, reads_gt_masks, save_config
 from boxseg.train.data import TrainDataset, batch_to_device, build_train_loader, default_workers
+from boxseg.train.profile import stage
 from boxseg.train.solver import build_optimizer, build_scheduler, validate_solver
 from boxseg.train.telemetry import BAR as TELEMETRY_BAR
 from boxseg.train.telemetry import window_mean
@@ -86,8 +87,9 @@ class Method:
             return batch
         out = dict(batch)
         out["color_images"] = batch["images"]
-        out["images"] = self.photometric.apply_batch(batch["images"], batch["image_sizes"],
-                                                     self.photometric_generators(batch, iteration))
+        with stage("augment"):
+            out["images"] = self.photometric.apply_batch(batch["images"], batch["image_sizes"],
+                                                         self.photometric_generators(batch, iteration))
         return out
 
     def photometric_generators(self, batch: dict[str, Any], iteration: int) -> list[torch.Generator]:
@@ -103,7 +105,8 @@ class Method:
         return {}
 
     def compute_losses(self, batch: dict[str, Any], iteration: int) -> dict[str, torch.Tensor]:
-        dense = self.forward_student(batch["images"])
+        with stage("student_forward"):
+            dense = self.forward_student(batch["images"])
         return self.criterion(dense, self.student, batch, iteration)
 
     def after_step(self, iteration: int) -> None:
@@ -343,7 +346,8 @@ class Trainer:
             raise TrainingDiverged(iteration, term, value, self.last_checkpoint)
 
     def _step(self, iteration: int) -> dict[str, float]:
-        batch = batch_to_device(next(self.loader), self.device)
+        with stage("data"):
+            batch = batch_to_device(next(self.loader), self.device)
         batch = self.method.prepare_batch(batch, iteration)
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
             losses = self.method.compute_losses(batch, iteration)
@@ -355,13 +359,15 @@ class Trainer:
         self._check_finite(values, iteration)
         total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        if self.cfg.solver.clip_grad_norm > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.solver.clip_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        with stage("backward"):
+            self.scaler.scale(total).backward()
+        with stage("optimizer"):
+            if self.cfg.solver.clip_grad_norm > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.solver.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
         self.method.after_step(iteration)
         values["total"] = float(sum(terms))
         self.last_telemetry = self.method.telemetry()

@@ -40,6 +40,7 @@ from .ema import ModelEMA
 from .geometry import ViewGeometry, map_boxes, map_masks, teacher_geometry
 from .loop import METHODS, Method, mix_seed
 from .losses.mask_sup import QualityMaskLoss
+from .profile import stage, stage_begin, stage_end
 from .pseudo.bpma import bpma_label
 from .pseudo.config import (
     BPMAConfig,
@@ -129,12 +130,14 @@ class TeacherStudentMethod(Method):
                    for o, s, f in zip(batch["orig_sizes"], batch["image_sizes"], batch["flipped"])]
         t_geoms = [teacher_geometry(tuple(o), sec.teacher.input.short, sec.teacher.input.max)
                    for o in batch["orig_sizes"]]
-        t_images = self._teacher_images(batch["orig_images"], t_geoms)
+        with stage("augment"):
+            t_images = self._teacher_images(batch["orig_images"], t_geoms)
         targets = [dict(t) for t in batch["targets"]]
         t_boxes = [map_boxes(t["boxes"].float().reshape(-1, 4), sg, tg)
                    for t, sg, tg in zip(targets, s_geoms, t_geoms)]
-        labels = self._pseudo_labels(t_images, t_boxes, targets, t_geoms)
-
+        with stage("pseudo_label"):
+            labels = self._pseudo_labels(t_images, t_boxes, targets, t_geoms)
+        stage_begin("copy_paste")  # the bank, the student-frame pseudo masks and the pastes
         gen = torch.Generator().manual_seed(mix_seed(self.seed, iteration, D.rank(), 0x7EAC))
         if sec.pc.enabled:
             for i in range(n_img):  # the bank is updated from the whole batch before any paste (BoxSeg Alg. 1)
@@ -178,11 +181,13 @@ class TeacherStudentMethod(Method):
             if sec.teacher.source == "student":
                 t["pseudo_valid"] = t["pseudo_valid"] & t["is_tutor"]  # BoxInst + PC: learners stay box-only
             targets[i] = t
+        stage_end("copy_paste")
         out = dict(batch)
         out["targets"] = targets
         out["color_images"] = color_images
-        out["images"] = self.photometric.apply_batch(color_images, [g.size for g in s_geoms],
-                                                     self.photometric_generators(batch, iteration))
+        with stage("augment"):
+            out["images"] = self.photometric.apply_batch(color_images, [g.size for g in s_geoms],
+                                                         self.photometric_generators(batch, iteration))
         self.last_stats = summarize(
             num_gt=sum(int(lab["valid"].numel()) for lab in labels),
             valid=torch.cat([lab["valid"].bool().reshape(-1) for lab in labels]),
@@ -197,7 +202,8 @@ class TeacherStudentMethod(Method):
 
     def after_step(self, iteration: int) -> None:
         if self.ema is not None:
-            self.ema.update(self.student)
+            with stage("ema"):
+                self.ema.update(self.student)
 
     @property
     def model_for_eval(self) -> nn.Module:
@@ -255,7 +261,8 @@ def label_teacher_views(model: nn.Module, t_images: torch.Tensor, t_boxes: list[
     teacher_scores (G,) (telemetry), plus QAM's k and num_candidates. Shared by teacher-student training and
     `boxseg label`, so both label alike.
     """
-    dense = model(t_images)
+    with stage("teacher_forward"):
+        dense = model(t_images)
     hp, wp = t_images.shape[-2:]
     grid = (hp // MASK_STRIDE, wp // MASK_STRIDE)
     flat = dense.flat()

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "label": "Masks and quality scores for the boxes of a COCO dataset; a review page.",
     "bench": "Benchmark latency, ops, training throughput and ablations.",
     "demo": "The whole pipeline on built-in synthetic data: train, eval, export, predict, bench.",
+    "check": "Check this machine end to end (kernels, bench, training, export, runtime, TensorRT).",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from boxseg.train.losses.dice import dice_loss
+from boxseg.train.profile import stage
 
 from boxseg import ops
 
@@ -68,7 +69,10 @@ def boxinst_losses(mask_logits: torch.Tensor, gt_boxes_grid: torch.Tensor, img_i
     if n == 0:
         zero = mask_logits.sum() * 0.0
         return zero, zero.clone()
-    box_masks = ops.box_masks(gt_boxes_grid, h, w)
-    loss_proj = projection_loss(mask_logits.sigmoid(), box_masks).mean()
-    loss_pair = ops.pairwise_affinity_loss(mask_logits, color_sim, img_idx, gt_boxes_grid, color_thresh, dilation)
+    with stage("loss_projection"):
+        box_masks = ops.box_masks(gt_boxes_grid, h, w)
+        loss_proj = projection_loss(mask_logits.sigmoid(), box_masks).mean()
+    with stage("loss_pairwise"):
+        loss_pair = ops.pairwise_affinity_loss(mask_logits, color_sim, img_idx, gt_boxes_grid, color_thresh,
+                                               dilation)
     return loss_proj, loss_pair

@@ -16,6 +16,7 @@ from boxseg.train.losses.dice import weighted_dice_loss
 from boxseg.train.losses.fcos import assign_targets, fcos_losses
 from boxseg.train.losses.mask_sup import PseudoMaskLoss, QualityMaskLoss, downsample_masks, gt_mask_loss
 from boxseg.train.losses.proposals import Proposals, select_proposals
+from boxseg.train.profile import stage
 from boxseg.train.schedule import linear_warmup
 from torch import nn
 
@@ -44,19 +45,22 @@ class Criterion:
             raise ValueError(f"Criterion: batch['targets'] has {len(targets)} entries for "
                              f"{dense.mask_feats.shape[0]} images")
         flat = dense.flat()
-        assign = assign_targets(flat.locations, flat.strides, flat.levels, targets, mcfg.sizes_of_interest,
-                                mcfg.center_sampling_radius)
-        det = fcos_losses(flat.cls_logits, flat.box_reg, flat.ctrness, flat.locations, assign, self.box_score,
-                          cfg.vfl_alpha, cfg.vfl_gamma, cfg.focal_alpha, cfg.focal_gamma)
+        with stage("fcos_assign"):
+            assign = assign_targets(flat.locations, flat.strides, flat.levels, targets, mcfg.sizes_of_interest,
+                                    mcfg.center_sampling_radius)
+        with stage("loss_fcos"):
+            det = fcos_losses(flat.cls_logits, flat.box_reg, flat.ctrness, flat.locations, assign, self.box_score,
+                              cfg.vfl_alpha, cfg.vfl_gamma, cfg.focal_alpha, cfg.focal_gamma)
         losses = {
             "loss_cls": cfg.cls_weight * det["loss_cls"],
             "loss_box": cfg.box_weight * det["loss_box"],
             "loss_ctr": cfg.ctr_weight * det["loss_ctr"],
         }
 
-        props = select_proposals(flat, assign, cfg.max_proposals)
-        core = getattr(model, "module", model)  # unwrap DDP: the dynamic head has no weights of its own
-        mask_logits = core.mask_head(dense.mask_feats, props.params, props.locations, props.soi, props.img_idx)
+        with stage("mask_head"):
+            props = select_proposals(flat, assign, cfg.max_proposals)
+            core = getattr(model, "module", model)  # unwrap DDP: the dynamic head has no weights of its own
+            mask_logits = core.mask_head(dense.mask_feats, props.params, props.locations, props.soi, props.img_idx)
         # Exact zero that still reaches the mask branch and the controller, so an empty batch back-propagates.
         anchor = dense.mask_feats.sum() * 0.0 + flat.params.sum() * 0.0
         mask_logits = mask_logits + anchor
@@ -65,10 +69,12 @@ class Criterion:
         if cfg.mask_loss == "boxinst":
             losses.update(self._boxinst(mask_logits, gt_boxes, props, batch, iteration))
         else:
-            losses["loss_mask"] = cfg.gt_mask_weight * self._gt_masks(mask_logits, props, targets,
-                                                                      cfg.label_quality_weight)
+            with stage("loss_gt_mask"):
+                losses["loss_mask"] = cfg.gt_mask_weight * self._gt_masks(mask_logits, props, targets,
+                                                                          cfg.label_quality_weight)
         if any("pseudo_masks" in t for t in targets):
-            losses.update(self.mask_supervision(mask_logits, props, targets, iteration))
+            with stage("loss_pseudo_mask"):
+                losses.update(self.mask_supervision(mask_logits, props, targets, iteration))
         return losses
 
     # ------------------------------------------------------------------ pieces
@@ -91,7 +97,7 @@ class Criterion:
         orig = batch.get("orig_sizes")
         # The bottom rows to drop are counted in original-image pixels, so scale them to the input frame.
         cut = [cfg.bottom_pixels_removed * (sizes[i][0] / orig[i][0] if orig else 1.0) for i in range(len(sizes))]
-        with torch.no_grad():
+        with torch.no_grad(), stage("color_similarity"):
             valid = valid_region(sizes, (h4, w4), MASK_OUT_STRIDE, cut, images.device)
             sim = image_color_similarity(images, valid, MASK_OUT_STRIDE, cfg.pairwise_kernel, cfg.pairwise_dilation,
                                          cfg.pairwise_theta)
