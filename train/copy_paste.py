@@ -258,6 +258,10 @@ class PeerCopyPaste:
         tutor = bank.sample(gen)
         patch, tmask = self._prepare_tutor(tutor, student_scale, h, w, gen)
         ph, pw = tmask.shape
+        tmask_dev = tmask.to(binm.device)
+        if cfg.placement == "overlap":
+            lm = binm[learner]
+            lm_area = lm.sum()
         placement = None
         for _ in range(cfg.max_tries):
             if cfg.placement == "overlap":
@@ -269,19 +273,21 @@ class PeerCopyPaste:
             else:
                 x0 = int(torch.randint(w - pw + 1, (), generator=gen))
                 y0 = int(torch.randint(h - ph + 1, (), generator=gen))
-            full = torch.zeros(h, w, dtype=torch.bool, device=binm.device)
-            full[y0:y0 + ph, x0:x0 + pw] = tmask.to(binm.device)
             if cfg.placement == "overlap":
-                lm = binm[learner]
-                hit = (lm & full).any()
-                visible = (lm & ~full).sum() / lm.sum().clamp_min(1)
-                if not (bool(hit) and float(visible) >= cfg.rho_min_visible):
+                # The learner pixels the tutor would cover: only the tutor's window can hit (same counts as over
+                # the whole image, without an image-sized mask per try).
+                hidden = lm[y0:y0 + ph, x0:x0 + pw] & tmask_dev
+                n_hidden = hidden.sum()
+                visible = (lm_area - n_hidden) / lm_area.clamp_min(1)
+                if not (bool(n_hidden > 0) and float(visible) >= cfg.rho_min_visible):
                     continue
-            placement = (x0, y0, full)
+            placement = (x0, y0)
             break
         if placement is None:
             return None
-        x0, y0, full = placement
+        x0, y0 = placement
+        full = torch.zeros(h, w, dtype=torch.bool, device=binm.device)
+        full[y0:y0 + ph, x0:x0 + pw] = tmask_dev
         info.learners.append(learner)
         info.tutor_masks.append(full)
         image = self._composite(image, patch, tmask, x0, y0)
@@ -318,7 +324,7 @@ def update_annotations(t: dict, full: torch.Tensor, tutor_cls: int, tutor_w: flo
     h, w = full.shape
     boxes = t["boxes"].float().clone()
     valid = t["pseudo_valid"].bool()
-    masks = t["pseudo_masks"].clone()
+    masks = t["pseudo_masks"]  # read only: the occlusion product below makes the new masks
     n = boxes.shape[0]
     if "is_tutor" not in t:
         t = {**t, "is_tutor": torch.zeros(n, dtype=torch.bool, device=boxes.device)}
@@ -331,14 +337,15 @@ def update_annotations(t: dict, full: torch.Tensor, tutor_cls: int, tutor_w: flo
     frac = vis / region.flatten(1).sum(1).clamp_min(1)
     drop = covered & ((vis == 0) | (frac <= cfg.min_visible_frac))
     masks = masks * (~full)[None].to(masks.dtype)  # no occluded pixel keeps a mask under the tutor
-    if cfg.box_update != "keep":
-        upd = covered & ~drop
-        use_mask = valid & (cfg.box_update == "mask")
+    upd = torch.nonzero(covered & ~drop).flatten() if cfg.box_update != "keep" else covered.new_zeros(0)
+    if upd.numel():  # only the partly covered objects get a new box
+        use_mask = valid[upd] & (cfg.box_update == "mask")
         # Tight box of the visible mask (clipped to the old box), or of the box region minus the paste.
-        src = torch.where(use_mask[:, None, None], masks > cfg.mask_thresh, box_region & ~full[None])
+        src = torch.where(use_mask[:, None, None], masks[upd] > cfg.mask_thresh, box_region[upd] & ~full[None])
         tb, nonempty = tight_boxes(src)
-        tb = torch.cat([torch.maximum(tb[:, :2], boxes[:, :2]), torch.minimum(tb[:, 2:], boxes[:, 2:])], 1)
-        boxes = torch.where((upd & nonempty)[:, None], tb, boxes)
+        old = boxes[upd]
+        tb = torch.cat([torch.maximum(tb[:, :2], old[:, :2]), torch.minimum(tb[:, 2:], old[:, 2:])], 1)
+        boxes[upd] = torch.where(nonempty[:, None], tb, old)
     keep = ~drop
     new = dict(t)
     new["boxes"] = boxes.to(t["boxes"].dtype)
