@@ -62,13 +62,7 @@ void color_similarity_impl(const T* img, T* lab, T* out, int64_t b, int64_t h, i
 }
 
 at::Tensor color_similarity_cpu(const at::Tensor& images, int64_t kernel_size, int64_t dilation, double theta) {
-  const char* op = "color_similarity";
-  TORCH_CHECK(images.dim() == 4 && images.size(1) == 3, "boxseg.ops.", op,
-              ": images must have shape (B, 3, H, W), got ", images.sizes());
-  check_float(images, op, "images");
-  TORCH_CHECK(kernel_size >= 3 && kernel_size % 2 == 1, "boxseg.ops.", op,
-              ": kernel_size must be an odd integer >= 3, got ", kernel_size);
-  TORCH_CHECK(dilation >= 1, "boxseg.ops.", op, ": dilation must be >= 1, got ", dilation);
+  check_color_inputs(images, kernel_size, dilation);
   at::Tensor img = images.contiguous();
   const int64_t b = img.size(0), h = img.size(2), w = img.size(3);
   const int64_t kk = kernel_size * kernel_size - 1;

@@ -113,26 +113,10 @@ void fuse_impl(const T* probs, const int64_t* gt_idx, const T* scores, const T* 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fuse_masks_cpu(const at::Tensor& probs, const at::Tensor& gt_idx,
                                                               const at::Tensor& scores, const at::Tensor& ious,
                                                               const at::Tensor& gt_boxes, double tau_m) {
-  const char* op = "fuse_candidate_masks";
-  check_dims(probs, 3, op, "cand_probs", "(M, H, W)");
-  check_float(probs, op, "cand_probs");
-  const int64_t m = probs.size(0), h = probs.size(1), w = probs.size(2);
-  TORCH_CHECK(gt_boxes.dim() == 2 && gt_boxes.size(1) == 4, "boxseg.ops.", op,
-              ": gt_boxes must have shape (G, 4), got ", gt_boxes.sizes());
-  const int64_t g = gt_boxes.size(0);
-  TORCH_CHECK(gt_idx.dim() == 1 && gt_idx.size(0) == m, "boxseg.ops.", op, ": gt_idx must have shape (", m,
-              ",), got ", gt_idx.sizes());
-  TORCH_CHECK(scores.numel() == m && ious.numel() == m, "boxseg.ops.", op, ": box_scores and box_ious must have ",
-              m, " entries (one per candidate), got ", scores.numel(), " and ", ious.numel());
-  at::Tensor p = probs.contiguous();
-  at::Tensor idx = gt_idx.to(at::kLong).contiguous();
-  at::Tensor s = scores.to(probs.scalar_type()).contiguous();
-  at::Tensor u = ious.to(probs.scalar_type()).contiguous();
-  at::Tensor gb = gt_boxes.to(at::kDouble).contiguous();
-  const int64_t* ip = idx.data_ptr<int64_t>();
-  for (int64_t i = 0; i < m; ++i)
-    TORCH_CHECK(ip[i] >= 0 && ip[i] < g, "boxseg.ops.", op, ": gt_idx[", i, "] = ", ip[i],
-                " is out of range for ", g, " GT boxes");
+  FusionInputs in = check_fusion_inputs(probs, gt_idx, scores, ious, gt_boxes);
+  const int64_t m = in.m, g = in.g, h = in.h, w = in.w;
+  const at::Tensor &p = in.probs, &s = in.scores, &u = in.ious, &gb = in.gt_boxes;
+  const int64_t* ip = in.gt_idx.data_ptr<int64_t>();
   at::Tensor fused = at::zeros({g, h, w}, p.options());
   at::Tensor weight = at::zeros({g}, p.options());
   at::Tensor valid = at::zeros({g}, p.options().dtype(at::kBool));

@@ -62,15 +62,8 @@ void nms_impl(const T* boxes, const double* scores, const int64_t* classes, int6
 
 at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& classes,
                            double iou_threshold) {
-  const char* op = "batched_nms";
-  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, "boxseg.ops.", op, ": boxes must have shape (N, 4), got ",
-              boxes.sizes());
-  check_float(boxes, op, "boxes");
+  check_nms_inputs(boxes, scores, classes);
   const int64_t n = boxes.size(0);
-  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == n, "boxseg.ops.", op, ": scores must have shape (", n,
-              ",), got ", scores.sizes());
-  TORCH_CHECK(classes.dim() == 1 && classes.size(0) == n, "boxseg.ops.", op, ": classes must have shape (", n,
-              ",), got ", classes.sizes());
   at::Tensor b = boxes.contiguous();
   at::Tensor s = scores.to(at::kDouble).contiguous();
   at::Tensor c = classes.to(at::kLong).contiguous();

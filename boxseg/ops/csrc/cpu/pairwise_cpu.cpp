@@ -1,6 +1,15 @@
-// CPU kernels of the fused pairwise affinity loss. Nothing of size N x 8 x H x W is ever allocated: work is split
-// into (instance, block of rows) tasks over the instance's box dilated by the neighbourhood radius, each task keeps
-// the sigmoids of its rows (plus a halo) in a small scratch buffer, and the forward reduces per task.
+// CPU kernels of the fused pairwise affinity loss (docs/method.md "Box-supervised mask loss"). Nothing of size
+// N x 8 x H x W is ever allocated. Work is split into (instance, block of rows) tasks over the instance's box dilated
+// by the neighbourhood radius (outside it every weight is 0). A task
+// - computes p = sigmoid(z), q = sigmoid(-z) and p*q once per pixel of its rows plus the rows above within the radius;
+// - visits every unordered neighbour pair {a, b} once: b = a + off_j for the kk/2 offsets pointing up or left, with
+//   weight (a in box, S_j(a) >= tau) + (b in box, S_opposite(b) >= tau), the number of loss terms that use the pair;
+// - runs the pair loop over contiguous columns with no branches (weights are compare/selects against per-column
+//   thresholds, NaN meaning "never"), so that the compiler vectorises it; pairs whose P_same underflows are skipped
+//   there, flagged, and redone by a scalar pass with the log-space formulas of pairwise_kernels.h;
+// - adds the gradient of a pair to both ends: rows of the task go straight to the output, the rows above it (which
+//   the previous task owns) to a per-task halo buffer that a second pass adds in task order, so results do not
+//   depend on the number of threads.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -8,18 +17,21 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "../binding_checks.h"
 #include "../pairwise_kernels.h"
 #include "parallel.h"
+#include "vec_math.h"
 
 namespace boxseg {
 namespace {
 
 struct Task {
-  int n;       // instance
-  int ya, yb;  // rows [ya, yb) of the region
+  int n;         // instance
+  int ya, yb;    // rows [ya, yb) of the region whose pairs (as the lower/right end) this task owns
+  int64_t halo;  // offset of this task's halo rows [max(region.y0, ya - radius), ya) in the halo buffer
 };
 
 struct Problem {
@@ -28,34 +40,22 @@ struct Problem {
   std::vector<PixelBox> box;     // pixels inside each instance's box
   std::vector<PixelBox> region;  // box dilated by the radius, clipped to the image
   std::vector<Task> tasks;
-  int64_t work = 0;  // region pixels over all instances
+  int64_t work = 0;       // region pixels over all instances
+  int64_t halo_size = 0;  // elements of the halo buffer
   std::vector<int> dy, dx;
 };
 
-// Validates the inputs and splits the work into tasks of roughly equal pixel count (at::parallel_for hands each
-// thread one contiguous chunk of tasks, so equal-size tasks balance the load).
-Problem make_problem(const at::Tensor& logits, const at::Tensor& sim, const at::Tensor& img_idx,
-                     const at::Tensor& boxes, int64_t dilation, const char* op) {
-  check_dims(logits, 3, op, "mask_logits", "(N, H, W)");
-  check_float(logits, op, "mask_logits");
-  check_dims(sim, 4, op, "color_sim", "(B, K*K-1, H, W)");
-  check_dims(img_idx, 1, op, "img_idx", "(N,)");
-  check_boxes(boxes, logits.size(0), op, "boxes");
-  TORCH_CHECK(img_idx.size(0) == logits.size(0), "boxseg.ops.", op, ": img_idx must have ", logits.size(0),
-              " entries (one per instance), got ", img_idx.size(0));
-  TORCH_CHECK(sim.size(2) == logits.size(1) && sim.size(3) == logits.size(2), "boxseg.ops.", op,
-              ": color_sim spatial size ", sim.sizes(), " does not match mask_logits ", logits.sizes());
-  TORCH_CHECK(dilation >= 1, "boxseg.ops.", op, ": dilation must be >= 1, got ", dilation);
+// Splits the work into tasks of roughly equal pixel count (at::parallel_for hands each thread one contiguous chunk
+// of tasks, so equal-size tasks balance the load). A task has at least `radius` rows, so its halo lies inside the
+// previous task alone and the halos of different tasks never overlap.
+Problem make_problem(const PairwiseInputs& in, int64_t dilation) {
   Problem p;
-  p.n = logits.size(0);
-  p.h = logits.size(1);
-  p.w = logits.size(2);
-  p.b = sim.size(0);
-  p.kk = sim.size(1);
-  p.k = 3;
-  while (p.k * p.k - 1 < p.kk) p.k += 2;
-  TORCH_CHECK(p.k * p.k - 1 == p.kk, "boxseg.ops.", op, ": color_sim must have k*k-1 channels for an odd k >= 3 ",
-              "(8 for a 3x3 kernel), got ", p.kk);
+  p.n = in.logits.size(0);
+  p.h = in.logits.size(1);
+  p.w = in.logits.size(2);
+  p.b = in.sim.size(0);
+  p.kk = in.sim.size(1);
+  p.k = in.kernel_size;
   p.dilation = static_cast<int>(dilation);
   p.radius = static_cast<int>(p.k / 2) * p.dilation;
   for (int j = 0; j < p.kk; ++j) {
@@ -64,12 +64,9 @@ Problem make_problem(const at::Tensor& logits, const at::Tensor& sim, const at::
     p.dy.push_back(oy);
     p.dx.push_back(ox);
   }
-  const int64_t* idx = img_idx.data_ptr<int64_t>();
-  const double* bx = boxes.data_ptr<double>();
+  const double* bx = in.boxes.data_ptr<double>();
   constexpr int64_t kTaskPixels = 4096;
   for (int64_t i = 0; i < p.n; ++i) {
-    TORCH_CHECK(idx[i] >= 0 && idx[i] < p.b, "boxseg.ops.", op, ": img_idx[", i, "] = ", idx[i],
-                " is out of range for color_sim with ", p.b, " images");
     PixelBox box = pixel_box(bx + 4 * i, static_cast<int>(p.h), static_cast<int>(p.w));
     PixelBox reg{0, 0, 0, 0};
     if (!box.empty()) {
@@ -77,9 +74,14 @@ Problem make_problem(const at::Tensor& logits, const at::Tensor& sim, const at::
       reg.y1 = std::min(static_cast<int>(p.h), box.y1 + p.radius);
       reg.x0 = std::max(0, box.x0 - p.radius);
       reg.x1 = std::min(static_cast<int>(p.w), box.x1 + p.radius);
-      p.work += static_cast<int64_t>(reg.y1 - reg.y0) * (reg.x1 - reg.x0);
-      const int rows = static_cast<int>(std::max<int64_t>(1, kTaskPixels / (reg.x1 - reg.x0)));
-      for (int y = reg.y0; y < reg.y1; y += rows) p.tasks.push_back({static_cast<int>(i), y, std::min(reg.y1, y + rows)});
+      const int cols = reg.x1 - reg.x0;
+      p.work += static_cast<int64_t>(reg.y1 - reg.y0) * cols;
+      const int rows = static_cast<int>(std::max<int64_t>(std::max(1, p.radius), kTaskPixels / cols));
+      for (int y = reg.y0; y < reg.y1; y += rows) {
+        const int halo_rows = y - std::max(reg.y0, y - p.radius);
+        p.tasks.push_back({static_cast<int>(i), y, std::min(reg.y1, y + rows), p.halo_size});
+        p.halo_size += static_cast<int64_t>(halo_rows) * cols;
+      }
     }
     p.box.push_back(box);
     p.region.push_back(reg);
@@ -87,151 +89,216 @@ Problem make_problem(const at::Tensor& logits, const at::Tensor& sim, const at::
   return p;
 }
 
-// Sigmoid pairs of region rows [r0, r1) of one instance into scratch (row-major over the region's columns).
+// Per-thread scratch; every buffer is row-major over the region's columns.
 template <typename T>
-void fill_sigmoids(const T* z, const PixelBox& reg, int64_t w, int r0, int r1, std::vector<T>& p, std::vector<T>& q) {
-  const int cols = reg.x1 - reg.x0;
-  p.resize(static_cast<size_t>(r1 - r0) * cols);
-  q.resize(p.size());
-  for (int y = r0; y < r1; ++y) {
-    const T* zr = z + y * w + reg.x0;
-    T* pr = p.data() + static_cast<size_t>(y - r0) * cols;
-    T* qr = q.data() + static_cast<size_t>(y - r0) * cols;
-    for (int x = 0; x < cols; ++x) sigmoid_pair(zr[x], pr[x], qr[x]);
+struct Scratch {
+  std::vector<T> p, q, pq;  // sigmoid(z), sigmoid(-z), their product; rows [r0, yb)
+  std::vector<T> thr_in, thr_never;  // per-column thresholds: tau inside the box's columns, NaN elsewhere / always
+  std::vector<T> loss;               // per-column loss of the current row
+  std::vector<T> ga, gb;  // gradient at the lower/right end of pairs (rows [ya, yb)) and the upper/left end ([r0, yb))
+};
+
+// p = sigmoid(z), q = sigmoid(-z), p*q for one row: sigmoid_pair (pairwise_kernels.h) with an exp that vectorises.
+template <typename T>
+BOXSEG_SIMD_CLONES void fill_sigmoids(const T* __restrict z, int cols, T* __restrict p, T* __restrict q,
+                                      T* __restrict pq) {
+  for (int x = 0; x < cols; ++x) {
+    const T zv = z[x];
+    const bool pos = zv >= T(0);
+    const T e = fast_exp_nonpositive(pos ? -zv : zv);
+    const T big = T(1) / (T(1) + e);
+    const T small = e * big;
+    p[x] = pos ? big : small;
+    q[x] = pos ? small : big;
+    pq[x] = big * small;
   }
 }
 
 template <typename T>
-void forward_impl(const Problem& pb, const T* logits, const T* sim, const int64_t* img, T tau, double* task_sum,
-                  int64_t* task_cnt) {
-  const int64_t plane = pb.h * pb.w;
-  const int half = static_cast<int>(pb.kk / 2);  // neighbours j < half point up/left; j and kk-1-j are opposite
-  parallel_tasks(static_cast<int64_t>(pb.tasks.size()), pb.work, [&](int64_t begin, int64_t end) {
-    std::vector<T> sp, sq;
-    for (int64_t t = begin; t < end; ++t) {
-      const Task& task = pb.tasks[t];
-      const PixelBox& box = pb.box[task.n];
-      const PixelBox& reg = pb.region[task.n];
-      const T* z = logits + task.n * plane;
-      const T* s = sim + img[task.n] * pb.kk * plane;
-      const int r0 = std::max(reg.y0, task.ya - pb.radius);
-      fill_sigmoids(z, reg, pb.w, r0, task.yb, sp, sq);
-      const int cols = reg.x1 - reg.x0;
-      double sum = 0.0;
-      int64_t cnt = 0;
-      // Each unordered pair {a, a + off_j} is visited once (j < half) and weighted by the number of triples that
-      // use it: (a in box, S_j(a) >= tau) + (a + off_j in box, S_opposite(a + off_j) >= tau).
-      for (int y = task.ya; y < task.yb; ++y) {
-        const bool row_a_in = y >= box.y0 && y < box.y1;
-        for (int j = 0; j < half; ++j) {
-          const int ny = y + pb.dy[j], ox = pb.dx[j];
-          if (ny < reg.y0) continue;
-          const bool row_b_in = ny >= box.y0 && ny < box.y1;
-          if (!row_a_in && !row_b_in) continue;
-          const int xa = std::max(reg.x0, reg.x0 - ox), xb = std::min(reg.x1, reg.x1 - ox);
-          const T* sa = s + j * plane + y * pb.w;
-          const T* sb = s + (pb.kk - 1 - j) * plane + ny * pb.w;
-          const T* za = z + y * pb.w;
-          const T* zb = z + ny * pb.w;
-          const T* pa = sp.data() + static_cast<size_t>(y - r0) * cols - reg.x0;
-          const T* qa = sq.data() + static_cast<size_t>(y - r0) * cols - reg.x0;
-          const T* pn = sp.data() + static_cast<size_t>(ny - r0) * cols - reg.x0;
-          const T* qn = sq.data() + static_cast<size_t>(ny - r0) * cols - reg.x0;
-          for (int x = xa; x < xb; ++x) {
-            const int nx = x + ox;
-            const int wgt = (row_a_in && x >= box.x0 && x < box.x1 && sa[x] >= tau) +
-                            (row_b_in && nx >= box.x0 && nx < box.x1 && sb[nx] >= tau);
-            if (wgt == 0) continue;
-            sum += wgt * static_cast<double>(pair_loss(za[x], pa[x], qa[x], zb[nx], pn[nx], qn[nx]));
-            cnt += wgt;
-          }
-        }
-      }
-      task_sum[t] = sum;
-      task_cnt[t] = cnt;
-    }
-  });
-}
-
-template <typename T>
-void backward_impl(const Problem& pb, const T* logits, const T* sim, const int64_t* img, T tau, T* grad) {
-  const int64_t plane = pb.h * pb.w;
-  parallel_tasks(static_cast<int64_t>(pb.tasks.size()), pb.work, [&](int64_t begin, int64_t end) {
-    std::vector<T> sp, sq;
-    std::vector<double> acc;
-    for (int64_t t = begin; t < end; ++t) {
-      const Task& task = pb.tasks[t];
-      const PixelBox& box = pb.box[task.n];
-      const PixelBox& reg = pb.region[task.n];
-      const T* z = logits + task.n * plane;
-      const T* s = sim + img[task.n] * pb.kk * plane;
-      T* g = grad + task.n * plane;
-      const int r0 = std::max(reg.y0, task.ya - pb.radius);
-      const int r1 = std::min(reg.y1, task.yb + pb.radius);
-      fill_sigmoids(z, reg, pb.w, r0, r1, sp, sq);
-      const int cols = reg.x1 - reg.x0;
-      acc.assign(cols, 0.0);
-      // Gather form: pixel c collects the gradient of every triple it takes part in, as centre (S_j(c)) or as
-      // the neighbour of c + off_j (S_opposite(c + off_j)); no two tasks write the same pixel.
-      for (int y = task.ya; y < task.yb; ++y) {
-        std::fill(acc.begin(), acc.end(), 0.0);
-        const bool row_c_in = y >= box.y0 && y < box.y1;
-        for (int j = 0; j < pb.kk; ++j) {
-          const int ny = y + pb.dy[j], ox = pb.dx[j];
-          if (ny < reg.y0 || ny >= reg.y1) continue;
-          const bool row_n_in = ny >= box.y0 && ny < box.y1;
-          if (!row_c_in && !row_n_in) continue;
-          const int xa = std::max(reg.x0, reg.x0 - ox), xb = std::min(reg.x1, reg.x1 - ox);
-          const T* sc = s + j * plane + y * pb.w;
-          const T* sn = s + (pb.kk - 1 - j) * plane + ny * pb.w;
-          const T* zc = z + y * pb.w;
-          const T* zn = z + ny * pb.w;
-          const T* pc = sp.data() + static_cast<size_t>(y - r0) * cols - reg.x0;
-          const T* qc = sq.data() + static_cast<size_t>(y - r0) * cols - reg.x0;
-          const T* pn = sp.data() + static_cast<size_t>(ny - r0) * cols - reg.x0;
-          const T* qn = sq.data() + static_cast<size_t>(ny - r0) * cols - reg.x0;
-          double* ac = acc.data() - reg.x0;
-          for (int x = xa; x < xb; ++x) {
-            const int nx = x + ox;
-            const int wgt = (row_c_in && x >= box.x0 && x < box.x1 && sc[x] >= tau) +
-                            (row_n_in && nx >= box.x0 && nx < box.x1 && sn[nx] >= tau);
-            if (wgt == 0) continue;
-            ac[x] += wgt * static_cast<double>(pair_grad(zc[x], pc[x], qc[x], zn[nx], pn[nx], qn[nx]));
-          }
-        }
-        T* gr = g + y * pb.w;
-        for (int x = reg.x0; x < reg.x1; ++x) gr[x] = static_cast<T>(acc[x - reg.x0]);
-      }
-    }
-  });
-}
-
-struct Inputs {
-  at::Tensor logits, sim, img, boxes;
+struct Pointers {  // one span of pairs; a-side arrays are indexed by a's column x, b-side ones by x too (pre-shifted)
+  const T *sa, *ta, *sb, *tb, *pa, *qa, *pqa, *pb, *qb, *pqb;
+  T *loss, *ga, *gb;
 };
 
-Inputs prepare(const at::Tensor& logits, const at::Tensor& sim, const at::Tensor& img_idx, const at::Tensor& boxes,
-               const char* op) {
-  check_float(logits, op, "mask_logits");
-  Inputs in;
-  in.logits = logits.contiguous();
-  in.sim = sim.to(logits.scalar_type()).contiguous();
-  in.img = img_idx.to(at::kLong).contiguous();
-  in.boxes = boxes.to(at::kDouble).contiguous();
-  return in;
+// The vectorised pair loop over columns [x0, x1). Returns whether some weighted pair underflowed (left out here).
+// Not inlined: inside run_task's loop nest gcc kept only a scalar copy of this loop on the path actually taken.
+template <typename T, bool kLoss, bool kGrad>
+BOXSEG_SIMD_CLONES bool pair_span(int x0, int x1, const Pointers<T>& P, int64_t& count) {
+  const T* __restrict sa = P.sa;
+  const T* __restrict ta = P.ta;
+  const T* __restrict sb = P.sb;
+  const T* __restrict tb = P.tb;
+  const T* __restrict pa = P.pa;
+  const T* __restrict qa = P.qa;
+  const T* __restrict pqa = P.pqa;
+  const T* __restrict pb = P.pb;
+  const T* __restrict qb = P.qb;
+  const T* __restrict pqb = P.pqb;
+  T* __restrict loss = P.loss;
+  T* __restrict ga = P.ga;
+  T* __restrict gb = P.gb;
+  const T tiny = PairwiseTraits<T>::tiny;
+  // Counts in T lanes are exact (small integers); `omp simd` lets the compiler split the reductions across lanes.
+  T bad = 0, cnt = 0;
+#pragma omp simd reduction(+ : bad, cnt)
+  for (int x = x0; x < x1; ++x) {
+    const T wgt = (sa[x] >= ta[x] ? T(1) : T(0)) + (sb[x] >= tb[x] ? T(1) : T(0));
+    const T same = pa[x] * pb[x] + qa[x] * qb[x];
+    const bool ok = same > tiny;
+    const T w_ok = ok ? wgt : T(0);
+    cnt += wgt;
+    bad += wgt - w_ok;
+    const T r = w_ok / (ok ? same : T(1));
+    if (kLoss) loss[x] -= w_ok * fast_log(ok ? same : T(1));
+    if (kGrad) {
+      ga[x] += pqa[x] * (qb[x] - pb[x]) * r;
+      gb[x] += pqb[x] * (qa[x] - pa[x]) * r;
+    }
+  }
+  count += static_cast<int64_t>(cnt);
+  return bad != T(0);
+}
+
+// The pairs pair_span left out (P_same <= tiny), in the log-space form (pairwise_kernels.h).
+template <typename T, bool kLoss, bool kGrad>
+void underflow_span(int x0, int x1, const Pointers<T>& P, const T* za, const T* zb) {
+  const T tiny = PairwiseTraits<T>::tiny;
+  for (int x = x0; x < x1; ++x) {
+    const T wgt = (P.sa[x] >= P.ta[x] ? T(1) : T(0)) + (P.sb[x] >= P.tb[x] ? T(1) : T(0));
+    const T same = P.pa[x] * P.pb[x] + P.qa[x] * P.qb[x];
+    if (same > tiny || wgt == T(0)) continue;
+    if (kLoss) P.loss[x] += wgt * pair_loss(za[x], P.pa[x], P.qa[x], zb[x], P.pb[x], P.qb[x]);
+    if (kGrad) {
+      P.ga[x] += wgt * pair_grad(za[x], P.pa[x], P.qa[x], zb[x], P.pb[x], P.qb[x]);
+      P.gb[x] += wgt * pair_grad(zb[x], P.pb[x], P.qb[x], za[x], P.pa[x], P.qa[x]);
+    }
+  }
+}
+
+template <typename T, bool kLoss, bool kGrad>
+void run_task(const Problem& pb, const Task& task, const T* logits, const T* sim, const int64_t* img, T tau,
+              Scratch<T>& sc, double& loss_sum, int64_t& count, T* grad, T* halo) {
+  const int64_t plane = pb.h * pb.w;
+  const PixelBox& box = pb.box[task.n];
+  const PixelBox& reg = pb.region[task.n];
+  const T* z = logits + task.n * plane;
+  const T* s = sim + img[task.n] * pb.kk * plane;
+  const int cols = reg.x1 - reg.x0;
+  const int r0 = std::max(reg.y0, task.ya - pb.radius);
+  const size_t rows_all = static_cast<size_t>(task.yb - r0), rows_own = static_cast<size_t>(task.yb - task.ya);
+  sc.p.resize(rows_all * cols);
+  sc.q.resize(rows_all * cols);
+  sc.pq.resize(rows_all * cols);
+  for (int y = r0; y < task.yb; ++y) {
+    const size_t o = static_cast<size_t>(y - r0) * cols;
+    fill_sigmoids(z + y * pb.w + reg.x0, cols, sc.p.data() + o, sc.q.data() + o, sc.pq.data() + o);
+  }
+  const T never = std::numeric_limits<T>::quiet_NaN();  // x >= NaN is false
+  sc.thr_never.assign(cols, never);
+  sc.thr_in.assign(cols, never);
+  std::fill(sc.thr_in.begin() + (box.x0 - reg.x0), sc.thr_in.begin() + (box.x1 - reg.x0), tau);
+  if (kLoss) sc.loss.assign(cols, T(0));
+  if (kGrad) {
+    sc.ga.assign(rows_own * cols, T(0));
+    sc.gb.assign(rows_all * cols, T(0));
+  }
+  // Scratch row pointers, shifted so that an absolute column indexes them.
+  auto at = [&](std::vector<T>& v, int y) { return v.data() + static_cast<ptrdiff_t>(y - r0) * cols - reg.x0; };
+  const T* thr_in = sc.thr_in.data() - reg.x0;
+  const T* thr_never = sc.thr_never.data() - reg.x0;
+  const int half = static_cast<int>(pb.kk / 2);  // offsets j < half point up or left; j and kk-1-j are opposite
+  for (int y = task.ya; y < task.yb; ++y) {
+    const bool row_a_in = y >= box.y0 && y < box.y1;
+    for (int j = 0; j < half; ++j) {
+      const int ny = y + pb.dy[j], ox = pb.dx[j];
+      if (ny < reg.y0) continue;
+      const bool row_b_in = ny >= box.y0 && ny < box.y1;
+      if (!row_a_in && !row_b_in) continue;
+      // Columns where both ends are in the region and at least one end's column is inside the box.
+      const int x0 = std::max({reg.x0, reg.x0 - ox, std::min(box.x0, box.x0 - ox)});
+      const int x1 = std::min({reg.x1, reg.x1 - ox, std::max(box.x1, box.x1 - ox)});
+      if (x0 >= x1) continue;
+      Pointers<T> P;
+      P.sa = s + j * plane + y * pb.w;
+      P.ta = row_a_in ? thr_in : thr_never;
+      P.sb = s + (pb.kk - 1 - j) * plane + ny * pb.w + ox;
+      P.tb = (row_b_in ? thr_in : thr_never) + ox;
+      P.pa = at(sc.p, y);
+      P.qa = at(sc.q, y);
+      P.pqa = at(sc.pq, y);
+      P.pb = at(sc.p, ny) + ox;
+      P.qb = at(sc.q, ny) + ox;
+      P.pqb = at(sc.pq, ny) + ox;
+      P.loss = kLoss ? sc.loss.data() - reg.x0 : nullptr;
+      P.ga = kGrad ? sc.ga.data() + static_cast<ptrdiff_t>(y - task.ya) * cols - reg.x0 : nullptr;
+      P.gb = kGrad ? at(sc.gb, ny) + ox : nullptr;
+      if (pair_span<T, kLoss, kGrad>(x0, x1, P, count)) {
+        underflow_span<T, kLoss, kGrad>(x0, x1, P, z + y * pb.w, z + ny * pb.w + ox);
+      }
+    }
+    if (kLoss) {
+      double row = 0.0;
+      for (int x = 0; x < cols; ++x) row += static_cast<double>(sc.loss[x]);
+      loss_sum += row;
+      std::fill(sc.loss.begin(), sc.loss.end(), T(0));
+    }
+  }
+  if (kGrad) {
+    T* g = grad + task.n * plane;
+    for (int y = task.ya; y < task.yb; ++y) {
+      const T* a = sc.ga.data() + static_cast<size_t>(y - task.ya) * cols;
+      const T* b = sc.gb.data() + static_cast<size_t>(y - r0) * cols;
+      T* out = g + y * pb.w + reg.x0;
+      for (int x = 0; x < cols; ++x) out[x] = a[x] + b[x];
+    }
+    std::copy(sc.gb.data(), sc.gb.data() + static_cast<size_t>(task.ya - r0) * cols, halo + task.halo);
+  }
+}
+
+// Runs every task; `loss_sum`/`count` get one entry per task, summed afterwards in task order.
+template <typename T, bool kLoss, bool kGrad>
+void run_all(const Problem& pb, const PairwiseInputs& in, T tau, double* task_sum, int64_t* task_cnt, T* grad) {
+  std::vector<T> halo(kGrad ? static_cast<size_t>(pb.halo_size) : 0);
+  const T* logits = in.logits.data_ptr<T>();
+  const T* sim = in.sim.data_ptr<T>();
+  const int64_t* img = in.img.data_ptr<int64_t>();
+  parallel_tasks(static_cast<int64_t>(pb.tasks.size()), pb.work, [&](int64_t begin, int64_t end) {
+    Scratch<T> sc;
+    for (int64_t t = begin; t < end; ++t) {
+      double sum = 0.0;
+      int64_t cnt = 0;
+      run_task<T, kLoss, kGrad>(pb, pb.tasks[t], logits, sim, img, tau, sc, sum, cnt, grad, halo.data());
+      if (task_sum) task_sum[t] = sum;
+      if (task_cnt) task_cnt[t] = cnt;
+    }
+  });
+  if (!kGrad) return;
+  // Halo rows belong to the previous task of the same instance, which has finished: add them (disjoint writes).
+  const int64_t plane = pb.h * pb.w;
+  parallel_tasks(static_cast<int64_t>(pb.tasks.size()), pb.halo_size, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const Task& task = pb.tasks[t];
+      const PixelBox& reg = pb.region[task.n];
+      const int cols = reg.x1 - reg.x0;
+      const int r0 = std::max(reg.y0, task.ya - pb.radius);
+      for (int y = r0; y < task.ya; ++y) {
+        const T* h = halo.data() + task.halo + static_cast<size_t>(y - r0) * cols;
+        T* out = grad + task.n * plane + y * pb.w + reg.x0;
+        for (int x = 0; x < cols; ++x) out[x] += h[x];
+      }
+    }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor> pairwise_forward_cpu(const at::Tensor& logits, const at::Tensor& sim,
                                                         const at::Tensor& img_idx, const at::Tensor& boxes,
                                                         double tau, int64_t dilation) {
-  const char* op = "pairwise_affinity_loss";
-  Inputs in = prepare(logits, sim, img_idx, boxes, op);
-  Problem pb = make_problem(in.logits, in.sim, in.img, in.boxes, dilation, op);
+  PairwiseInputs in = check_pairwise_inputs(logits, sim, img_idx, boxes, dilation, "pairwise_affinity_loss");
+  Problem pb = make_problem(in, dilation);
   std::vector<double> sums(pb.tasks.size(), 0.0);
   std::vector<int64_t> cnts(pb.tasks.size(), 0);
   AT_DISPATCH_FLOATING_TYPES(in.logits.scalar_type(), "pairwise_forward_cpu", [&] {
-    forward_impl<scalar_t>(pb, in.logits.data_ptr<scalar_t>(), in.sim.data_ptr<scalar_t>(),
-                           in.img.data_ptr<int64_t>(), static_cast<scalar_t>(tau), sums.data(), cnts.data());
+    run_all<scalar_t, true, false>(pb, in, static_cast<scalar_t>(tau), sums.data(), cnts.data(), nullptr);
   });
   double total = 0.0;  // summed in task order: the result does not depend on the number of threads
   int64_t count = 0;
@@ -248,13 +315,13 @@ std::tuple<at::Tensor, at::Tensor> pairwise_forward_cpu(const at::Tensor& logits
 
 at::Tensor pairwise_backward_cpu(const at::Tensor& logits, const at::Tensor& sim, const at::Tensor& img_idx,
                                  const at::Tensor& boxes, double tau, int64_t dilation) {
-  const char* op = "pairwise_affinity_loss (backward)";
-  Inputs in = prepare(logits, sim, img_idx, boxes, op);
-  Problem pb = make_problem(in.logits, in.sim, in.img, in.boxes, dilation, op);
+  PairwiseInputs in =
+      check_pairwise_inputs(logits, sim, img_idx, boxes, dilation, "pairwise_affinity_loss (backward)");
+  Problem pb = make_problem(in, dilation);
   at::Tensor grad = at::zeros(in.logits.sizes(), in.logits.options());
   AT_DISPATCH_FLOATING_TYPES(in.logits.scalar_type(), "pairwise_backward_cpu", [&] {
-    backward_impl<scalar_t>(pb, in.logits.data_ptr<scalar_t>(), in.sim.data_ptr<scalar_t>(),
-                            in.img.data_ptr<int64_t>(), static_cast<scalar_t>(tau), grad.data_ptr<scalar_t>());
+    run_all<scalar_t, false, true>(pb, in, static_cast<scalar_t>(tau), nullptr, nullptr,
+                                   grad.data_ptr<scalar_t>());
   });
   return grad;
 }
