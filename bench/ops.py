@@ -258,7 +258,7 @@ def build_cases(device: torch.device, quick: bool = False) -> list[Case]:
     cases.append(Case(
         "pairwise fwd+bwd", f"N={n} B={b} {h}x{w}",
         pair(lambda z, s, i, bx: R.pairwise_affinity_loss(z, s, i, bx, 0.3, 2)),
-        pair(lambda z, s, i, bx: library.pairwise_affinity_loss(z, s, i, bx, 0.3, 2)[0]),
+        pair(lambda z, s, i, bx: library.pairwise_affinity_loss(z, s, i, bx, 0.3, 2, True)[0]),
         lambda a, c: max(float((a[0] - c[0]).abs()), float((a[1] - c[1]).abs().max())),
         unfold=pair(lambda z, s, i, bx: unfold_pairwise_loss(z, s, i, bx, 0.3, 2)),
         roofline=pairwise_roofline(work, logits.element_size(), cpu_peak_estimate(), bandwidth)

@@ -82,8 +82,12 @@ def pairwise_affinity_loss(
     """
     if _use_fused(mask_logits):
         reference.kernel_size_from_channels(color_sim.shape[1])
-        loss, _ = library.pairwise_affinity_loss(_k(mask_logits), color_sim, img_idx, boxes, float(tau),
-                                                 int(dilation))
+        # The gradient comes out of the same pass over the pairs when autograd will want it (eager mode only: the
+        # hand-over to backward is not traceable, so compiled graphs run the backward kernel instead).
+        with_grad = (torch.is_grad_enabled() and mask_logits.requires_grad
+                     and not torch.compiler.is_compiling())
+        loss, _, _ = library.pairwise_affinity_loss(_k(mask_logits), color_sim, img_idx, boxes, float(tau),
+                                                    int(dilation), with_grad)
         return loss
     return reference.pairwise_affinity_loss(mask_logits, color_sim, img_idx, boxes, tau, dilation)
 

@@ -34,17 +34,28 @@ def _(images: Tensor, kernel_size: int, dilation: int, theta: float) -> Tensor:
 # --- pairwise_affinity_loss --------------------------------------------------------------------------------------
 @torch.library.custom_op("boxseg::pairwise_affinity_loss", mutates_args=())
 def pairwise_affinity_loss(
-    mask_logits: Tensor, color_sim: Tensor, img_idx: Tensor, boxes: Tensor, tau: float, dilation: int
-) -> tuple[Tensor, Tensor]:
-    """Returns (loss, count): the mean over qualifying triples and their number (int64)."""
-    loss_sum, count = _ext(mask_logits.device).pairwise_forward(mask_logits, color_sim, img_idx, boxes, tau, dilation)
+    mask_logits: Tensor, color_sim: Tensor, img_idx: Tensor, boxes: Tensor, tau: float, dilation: int,
+    with_grad: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (loss, count, raw_grad): the mean over qualifying triples, their number (int64), and with `with_grad`
+    the unnormalised gradient d(sum of terms)/d logits, computed in the same pass over the pairs and handed to
+    autograd's backward, which scales it in place (without it, an empty tensor; backward runs the gradient kernel).
+    `with_grad=True` is for eager mode: the hand-over bypasses saved tensors, which AOT autograd cannot trace."""
+    ext = _ext(mask_logits.device)
+    if with_grad:
+        loss_sum, count, raw = ext.pairwise_forward_backward(mask_logits, color_sim, img_idx, boxes, tau, dilation)
+    else:
+        loss_sum, count = ext.pairwise_forward(mask_logits, color_sim, img_idx, boxes, tau, dilation)
+        raw = mask_logits.new_empty(0)
     loss = (loss_sum / count.clamp_min(1)).to(mask_logits.dtype)
-    return loss, count
+    return loss, count, raw
 
 
 @pairwise_affinity_loss.register_fake
-def _(mask_logits: Tensor, color_sim: Tensor, img_idx: Tensor, boxes: Tensor, tau: float, dilation: int):
-    return mask_logits.new_empty(()), mask_logits.new_empty((), dtype=torch.long)
+def _(mask_logits: Tensor, color_sim: Tensor, img_idx: Tensor, boxes: Tensor, tau: float, dilation: int,
+      with_grad: bool = False):
+    raw = mask_logits.new_empty(mask_logits.shape if with_grad else (0,))
+    return mask_logits.new_empty(()), mask_logits.new_empty((), dtype=torch.long), raw
 
 
 @torch.library.custom_op("boxseg::pairwise_affinity_grad", mutates_args=())
@@ -61,18 +72,28 @@ def _(mask_logits: Tensor, color_sim: Tensor, img_idx: Tensor, boxes: Tensor, ta
 
 
 def _pairwise_setup(ctx, inputs, output) -> None:
-    mask_logits, color_sim, img_idx, boxes, tau, dilation = inputs
+    mask_logits, color_sim, img_idx, boxes, tau, dilation, with_grad = inputs
     ctx.save_for_backward(mask_logits, color_sim, img_idx, boxes, output[1])
     ctx.tau, ctx.dilation = tau, dilation
+    # The forward's gradient is consumed (scaled in place) by the first backward; a second backward (retain_graph)
+    # recomputes it. It is held as a plain attribute, not saved, so that the in-place scaling trips no version check;
+    # it is marked non-differentiable, so it has no grad_fn that could hold ctx in a reference cycle.
+    ctx.mark_non_differentiable(output[2])
+    ctx.raw = output[2] if with_grad else None
+    ctx.set_materialize_grads(False)  # else autograd fills an (N,H,W) zero "gradient" of raw_grad every backward
 
 
-def _pairwise_backward(ctx, grad_loss: Tensor, grad_count: Tensor | None):
+def _pairwise_backward(ctx, grad_loss: Tensor, grad_count: Tensor | None, grad_raw: Tensor | None):
     mask_logits, color_sim, img_idx, boxes, count = ctx.saved_tensors
+    raw, ctx.raw = ctx.raw, None
     grad = None
     if ctx.needs_input_grad[0]:
-        raw = pairwise_affinity_grad(mask_logits, color_sim, img_idx, boxes, ctx.tau, ctx.dilation)
+        if raw is None:
+            raw = pairwise_affinity_grad(mask_logits, color_sim, img_idx, boxes, ctx.tau, ctx.dilation)
+        if grad_loss is None:
+            grad_loss = torch.zeros((), dtype=mask_logits.dtype, device=mask_logits.device)
         grad = raw.mul_((grad_loss / count.clamp_min(1)).to(raw.dtype))  # in place: raw is ours
-    return grad, None, None, None, None, None
+    return grad, None, None, None, None, None, None
 
 
 pairwise_affinity_loss.register_autograd(_pairwise_backward, setup_context=_pairwise_setup)

@@ -61,7 +61,7 @@ def test_unfold_baseline_equals_reference_and_fused(seed: int) -> None:
         boxes[2] = torch.tensor([-3.0, -3.0, w + 3.0, h + 3.0])  # the whole grid
         results = []
         for fn in (bench_ops.unfold_pairwise_loss, R.pairwise_affinity_loss,
-                   lambda *a: library.pairwise_affinity_loss(*a)[0]):
+                   lambda *a: library.pairwise_affinity_loss(*a, True)[0]):
             zz = z.clone().requires_grad_()
             loss = fn(zz, sim, idx, boxes, 0.3, d)
             (grad,) = torch.autograd.grad(loss, zz)
@@ -88,7 +88,8 @@ def test_pairwise_work_counts_match_the_op() -> None:
     idx = torch.tensor([0, 1, 1])
     boxes = random_boxes(3, h, w, gen)
     work = bench_ops.pairwise_work(sim, idx, boxes, 0.3, 2)
-    _, count = library.pairwise_affinity_loss(torch.zeros(3, h, w, dtype=torch.float64), sim, idx, boxes, 0.3, 2)
+    _, count, _ = library.pairwise_affinity_loss(torch.zeros(3, h, w, dtype=torch.float64), sim, idx, boxes, 0.3,
+                                                2)
     assert work["triples"] == int(count)
     inside = R.box_masks(boxes, h, w).tolist()
     pairs = set()

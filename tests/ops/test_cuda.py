@@ -37,11 +37,13 @@ def test_pairwise_cuda(dtype: torch.dtype, atol: float) -> None:
     zr = z.clone().requires_grad_()
     ref = R.pairwise_affinity_loss(zr, sim, idx, boxes)
     (ref_grad,) = torch.autograd.grad(ref, zr)
-    zc = z.to(dtype).cuda().requires_grad_()
-    loss = library.pairwise_affinity_loss(zc, sim.to(dtype).cuda(), idx.cuda(), boxes.cuda(), 0.3, 2)[0]
-    (grad,) = torch.autograd.grad(loss, zc)
-    assert loss.item() == pytest.approx(ref.item(), abs=atol, rel=atol)
-    torch.testing.assert_close(grad.cpu().double(), ref_grad, atol=atol, rtol=atol)
+    for with_grad in (False, True):  # gradient from the backward kernel / from the forward (forward_backward)
+        zc = z.to(dtype).cuda().requires_grad_()
+        loss = library.pairwise_affinity_loss(zc, sim.to(dtype).cuda(), idx.cuda(), boxes.cuda(), 0.3, 2,
+                                              with_grad)[0]
+        (grad,) = torch.autograd.grad(loss, zc)
+        assert loss.item() == pytest.approx(ref.item(), abs=atol, rel=atol)
+        torch.testing.assert_close(grad.cpu().double(), ref_grad, atol=atol, rtol=atol)
 
 
 def test_pairwise_cuda_gradcheck_and_empty() -> None:
@@ -52,7 +54,7 @@ def test_pairwise_cuda_gradcheck_and_empty() -> None:
     boxes = torch.tensor([[0.0, 0, 8, 6], [1.0, 2, 5, 9]]).cuda()
     assert torch.autograd.gradcheck(lambda t: library.pairwise_affinity_loss(t, sim, idx, boxes, 0.3, 2)[0], (z,))
     empty = torch.zeros(0, 6, 8, dtype=torch.float64, device="cuda", requires_grad=True)
-    loss, count = library.pairwise_affinity_loss(empty, sim, idx[:0], boxes[:0], 0.3, 2)
+    loss, count, _ = library.pairwise_affinity_loss(empty, sim, idx[:0], boxes[:0], 0.3, 2)
     loss.backward()
     assert loss.item() == 0 and count.item() == 0
 

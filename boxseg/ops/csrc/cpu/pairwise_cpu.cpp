@@ -13,7 +13,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -244,11 +243,18 @@ void run_task(const Problem& pb, const Task& task, const T* logits, const T* sim
     }
   }
   if (kGrad) {
+    // The output is allocated uninitialised: a task writes every pixel of its rows, the first and last task of an
+    // instance also the rows above and below its region (one pass over the plane instead of zero-fill + write).
     T* g = grad + task.n * plane;
+    if (task.ya == reg.y0) std::fill(g, g + reg.y0 * pb.w, T(0));
+    if (task.yb == reg.y1) std::fill(g + reg.y1 * pb.w, g + plane, T(0));
     for (int y = task.ya; y < task.yb; ++y) {
       const T* a = sc.ga.data() + static_cast<size_t>(y - task.ya) * cols;
       const T* b = sc.gb.data() + static_cast<size_t>(y - r0) * cols;
-      T* out = g + y * pb.w + reg.x0;
+      T* row = g + y * pb.w;
+      std::fill(row, row + reg.x0, T(0));
+      std::fill(row + reg.x1, row + pb.w, T(0));
+      T* out = row + reg.x0;
       for (int x = 0; x < cols; ++x) out[x] = a[x] + b[x];
     }
     std::copy(sc.gb.data(), sc.gb.data() + static_cast<size_t>(task.ya - r0) * cols, halo + task.halo);
@@ -262,6 +268,10 @@ void run_all(const Problem& pb, const PairwiseInputs& in, T tau, double* task_su
   const T* logits = in.logits.data_ptr<T>();
   const T* sim = in.sim.data_ptr<T>();
   const int64_t* img = in.img.data_ptr<int64_t>();
+  if (kGrad) {  // instances with no task (empty box): all zero
+    for (int64_t i = 0; i < pb.n; ++i)
+      if (pb.box[i].empty()) std::fill(grad + i * pb.h * pb.w, grad + (i + 1) * pb.h * pb.w, T(0));
+  }
   parallel_tasks(static_cast<int64_t>(pb.tasks.size()), pb.work, [&](int64_t begin, int64_t end) {
     Scratch<T> sc;
     for (int64_t t = begin; t < end; ++t) {
@@ -290,15 +300,19 @@ void run_all(const Problem& pb, const PairwiseInputs& in, T tau, double* task_su
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> pairwise_forward_cpu(const at::Tensor& logits, const at::Tensor& sim,
-                                                        const at::Tensor& img_idx, const at::Tensor& boxes,
-                                                        double tau, int64_t dilation) {
-  PairwiseInputs in = check_pairwise_inputs(logits, sim, img_idx, boxes, dilation, "pairwise_affinity_loss");
+// Loss sum and count (always) and the unnormalised gradient (when `with_grad`), in one pass over the pairs.
+template <bool kLoss, bool kGrad>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_cpu(const at::Tensor& logits, const at::Tensor& sim,
+                                                            const at::Tensor& img_idx, const at::Tensor& boxes,
+                                                            double tau, int64_t dilation, const char* op) {
+  PairwiseInputs in = check_pairwise_inputs(logits, sim, img_idx, boxes, dilation, op);
   Problem pb = make_problem(in, dilation);
   std::vector<double> sums(pb.tasks.size(), 0.0);
   std::vector<int64_t> cnts(pb.tasks.size(), 0);
-  AT_DISPATCH_FLOATING_TYPES(in.logits.scalar_type(), "pairwise_forward_cpu", [&] {
-    run_all<scalar_t, true, false>(pb, in, static_cast<scalar_t>(tau), sums.data(), cnts.data(), nullptr);
+  at::Tensor grad = at::empty(kGrad ? in.logits.sizes() : at::IntArrayRef{0}, in.logits.options());
+  AT_DISPATCH_FLOATING_TYPES(in.logits.scalar_type(), "pairwise_cpu", [&] {
+    run_all<scalar_t, kLoss, kGrad>(pb, in, static_cast<scalar_t>(tau), sums.data(), cnts.data(),
+                                    kGrad ? grad.data_ptr<scalar_t>() : nullptr);
   });
   double total = 0.0;  // summed in task order: the result does not depend on the number of threads
   int64_t count = 0;
@@ -310,20 +324,28 @@ std::tuple<at::Tensor, at::Tensor> pairwise_forward_cpu(const at::Tensor& logits
   at::Tensor cnt = at::empty({}, logits.options().dtype(at::kLong));
   loss_sum.fill_(total);
   cnt.fill_(count);
-  return {loss_sum, cnt};
+  return {loss_sum, cnt, grad};
+}
+
+std::tuple<at::Tensor, at::Tensor> pairwise_forward_cpu(const at::Tensor& logits, const at::Tensor& sim,
+                                                        const at::Tensor& img_idx, const at::Tensor& boxes,
+                                                        double tau, int64_t dilation) {
+  auto out = pairwise_cpu<true, false>(logits, sim, img_idx, boxes, tau, dilation, "pairwise_affinity_loss");
+  return {std::get<0>(out), std::get<1>(out)};
 }
 
 at::Tensor pairwise_backward_cpu(const at::Tensor& logits, const at::Tensor& sim, const at::Tensor& img_idx,
                                  const at::Tensor& boxes, double tau, int64_t dilation) {
-  PairwiseInputs in =
-      check_pairwise_inputs(logits, sim, img_idx, boxes, dilation, "pairwise_affinity_loss (backward)");
-  Problem pb = make_problem(in, dilation);
-  at::Tensor grad = at::zeros(in.logits.sizes(), in.logits.options());
-  AT_DISPATCH_FLOATING_TYPES(in.logits.scalar_type(), "pairwise_backward_cpu", [&] {
-    run_all<scalar_t, false, true>(pb, in, static_cast<scalar_t>(tau), nullptr, nullptr,
-                                   grad.data_ptr<scalar_t>());
-  });
-  return grad;
+  return std::get<2>(pairwise_cpu<false, true>(logits, sim, img_idx, boxes, tau, dilation,
+                                               "pairwise_affinity_loss (backward)"));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_forward_backward_cpu(const at::Tensor& logits,
+                                                                             const at::Tensor& sim,
+                                                                             const at::Tensor& img_idx,
+                                                                             const at::Tensor& boxes, double tau,
+                                                                             int64_t dilation) {
+  return pairwise_cpu<true, true>(logits, sim, img_idx, boxes, tau, dilation, "pairwise_affinity_loss");
 }
 
 }  // namespace
@@ -332,4 +354,5 @@ at::Tensor pairwise_backward_cpu(const at::Tensor& logits, const at::Tensor& sim
 TORCH_LIBRARY_IMPL(boxseg_ext, CPU, m) {
   m.impl("pairwise_forward", &boxseg::pairwise_forward_cpu);
   m.impl("pairwise_backward", &boxseg::pairwise_backward_cpu);
+  m.impl("pairwise_forward_backward", &boxseg::pairwise_forward_backward_cpu);
 }

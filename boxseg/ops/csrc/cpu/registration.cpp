@@ -11,6 +11,9 @@ TORCH_LIBRARY(boxseg_ext, m) {
       "pairwise_backward(Tensor logits, Tensor sim, Tensor img_idx, Tensor boxes, float tau, int dilation)"
       " -> Tensor");
   m.def(
+      "pairwise_forward_backward(Tensor logits, Tensor sim, Tensor img_idx, Tensor boxes, float tau, int dilation)"
+      " -> (Tensor, Tensor, Tensor)");
+  m.def(
       "fuse_masks(Tensor probs, Tensor gt_idx, Tensor scores, Tensor ious, Tensor gt_boxes, float tau_m)"
       " -> (Tensor, Tensor, Tensor)");
   m.def("batched_nms(Tensor boxes, Tensor scores, Tensor classes, float iou_threshold) -> Tensor");

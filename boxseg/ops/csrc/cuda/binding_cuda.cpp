@@ -76,6 +76,17 @@ at::Tensor pairwise_backward_cuda(const at::Tensor& logits, const at::Tensor& si
   return grad;
 }
 
+// Loss and gradient for autograd's forward (the CPU kernel does both in one pass; here the two kernels run in turn).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_forward_backward_cuda(const at::Tensor& logits,
+                                                                              const at::Tensor& sim,
+                                                                              const at::Tensor& img_idx,
+                                                                              const at::Tensor& boxes, double tau,
+                                                                              int64_t dilation) {
+  auto loss = pairwise_forward_cuda(logits, sim, img_idx, boxes, tau, dilation);
+  at::Tensor grad = pairwise_backward_cuda(logits, sim, img_idx, boxes, tau, dilation);
+  return {std::get<0>(loss), std::get<1>(loss), grad};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fuse_masks_cuda(const at::Tensor& probs, const at::Tensor& gt_idx,
                                                                const at::Tensor& scores, const at::Tensor& ious,
                                                                const at::Tensor& gt_boxes, double tau_m) {
@@ -148,6 +159,7 @@ TORCH_LIBRARY_IMPL(boxseg_ext, CUDA, m) {
   m.impl("color_similarity", &boxseg::color_similarity_cuda);
   m.impl("pairwise_forward", &boxseg::pairwise_forward_cuda);
   m.impl("pairwise_backward", &boxseg::pairwise_backward_cuda);
+  m.impl("pairwise_forward_backward", &boxseg::pairwise_forward_backward_cuda);
   m.impl("fuse_masks", &boxseg::fuse_masks_cuda);
   m.impl("batched_nms", &boxseg::batched_nms_cuda);
 }
