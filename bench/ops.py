@@ -198,16 +198,19 @@ def pairwise_roofline(work: dict[str, int], dtype_bytes: int, peak: dict[str, An
                       bandwidth_gbs: float) -> Callable[[float], dict[str, Any]]:
     """Roofline of the fused pairwise kernel (forward + backward in one pass) for a measured median time.
 
-    FLOPs per unordered pair, counted from the kernel's inner loop (pairwise_kernels.h `pair_terms`): P_same 3,
-    weights 4 (2 compares, 2 selects/adds), the reciprocal 1, log 15 (range reduction 4, the s = f/(2+f) division 2,
-    polynomial 7, reconstruction 2; counted as in `fast_log`), loss accumulation 2, both gradients 7 (2 subtracts,
-    4 multiplies, and the underflow check 1) plus 2 accumulations: 36. Division and log count as one FLOP per
-    arithmetic instruction although a division costs several FMA slots.
+    FLOPs per unordered pair, counted from the pair loop (boxseg/ops/csrc/cpu/pairwise_cpu.cpp `pair_span`) with
+    every floating-point add, multiply, divide and compare as one: weights 3, P_same 3, underflow test 1, the count
+    and underflow tallies 3, the reciprocal weight/P_same 1, log 23 (`fast_log`: 2 for s = f/(2+f), 7 for the
+    polynomial, 14 for reduction and reconstruction; its 5 integer operations not counted), loss accumulation 2,
+    both gradient ends 8: 44. Plus the per-pixel sigmoids (`fill_sigmoids`: exp 20, division and products 8), shared
+    by the kk/2 = 4 pairs a pixel starts: 7 per pair. Total 51. The two divisions per pair cost several FMA slots each,
+    so the compute bound below (which assumes every slot does an FMA) is far above what this loop can reach.
     Bytes per pair from memory: the two similarity values it reads (2 x dtype); logits, the p/q scratch and the
     accumulators are per pixel and stay in L1/L2 (a pixel belongs to kk/2 pairs). The full gradient plane is written
-    once per instance (zero-filled, then the region overwritten): 2 x dtype x H x W per instance, spread over pairs.
+    once per instance: `grad_bytes` (2 x dtype x N x H x W: the write and the read by backward's in-place scaling),
+    spread over the pairs.
     """
-    flops_per_pair = 36
+    flops_per_pair = 51
 
     def fields(fused_ms: float) -> dict[str, Any]:
         pairs = work["pairs_evaluated"]
