@@ -24,7 +24,11 @@ def export(checkpoint: str | Path | StudentSource, fmt: str, out: str | Path, op
     spec = get_format(fmt)
     validate_options(spec, half=opts.half, int8=opts.int8, calib_data=opts.calib_data)
     if opts.calib_data is not None and not Path(opts.calib_data).is_dir():
-        raise ExportError(f"--calib-data {str(opts.calib_data)!r} is not a folder.")
+        raise ExportError(f"--calib {str(opts.calib_data)!r} is not a folder.")
+    if opts.calib_images is None:
+        opts = replace(opts, calib_images=spec.calib_images)
+    elif opts.calib_images < 1:
+        raise ExportError(f"--calib-images {opts.calib_images}: expected at least 1.")
     out_path = check_output_path(out)
     ok, reason = spec.available()
     if not ok:

@@ -28,6 +28,8 @@ class ExportFormat:
     int8: bool  # --int8 supported
     needs_gpu: bool  # building needs a CUDA GPU
     bench_backends: tuple[str, ...]  # `boxseg bench latency` backends that run this artefact
+    calib_images: int = 64  # default --calib-images for --int8
+    half_with_int8: bool = False  # --half and --int8 together (TensorRT: fp16 kernels where int8 has none)
 
     def available(self) -> tuple[bool, str]:
         """(True, "") when this machine can write the format, else (False, reason)."""
@@ -45,13 +47,13 @@ class ExportFormat:
 FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat(
         name="onnx", title="ONNX", suffix=".onnx", exporter="boxseg.export.onnx:export_onnx_file",
-        requires=("onnx", "onnxscript"), extra=None, half=False, int8=False, needs_gpu=False,
-        bench_backends=("ort", "runtime"),
+        requires=("onnx", "onnxscript", "onnxruntime"), extra=None, half=True, int8=True, needs_gpu=False,
+        bench_backends=("ort", "runtime"), calib_images=64,
     ),
     ExportFormat(
         name="tensorrt", title="TensorRT", suffix=".engine", exporter="boxseg.export.tensorrt:export_engine_file",
         requires=("tensorrt",), extra="tensorrt", half=True, int8=True, needs_gpu=True,
-        bench_backends=("tensorrt",),
+        bench_backends=("tensorrt",), calib_images=512, half_with_int8=True,
     ),
 )
 
@@ -80,8 +82,10 @@ def validate_options(fmt: ExportFormat, *, half: bool = False, int8: bool = Fals
     if int8 and not fmt.int8:
         supported = ", ".join(f.name for f in FORMATS if f.int8) or "none"
         raise ExportError(f"--int8 is not supported for format {fmt.name!r} (supported by: {supported}).")
+    if half and int8 and not fmt.half_with_int8:
+        raise ExportError(f"--half and --int8 are two precisions of one {fmt.title} artefact; pass one of them.")
     if int8 and calib_data is None:
-        raise ExportError("--int8 needs calibration images: pass --calib-data DIR (a COCO-format folder with "
+        raise ExportError("--int8 needs calibration images: pass --calib DIR (a COCO-format folder with "
                           "annotations.json and images/, or a folder of images).")
     if calib_data is not None and not int8:
-        raise ExportError("--calib-data is only used with --int8; add --int8 or drop --calib-data.")
+        raise ExportError("--calib is only used with --int8; add --int8 or drop --calib.")

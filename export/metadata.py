@@ -44,6 +44,10 @@ class ModelMetadata:
     input_format: str
     mask_threshold: float
     extra: dict[str, str]
+    precision: str = "fp32"  # `boxseg.precision` (absent in models exported before int8/fp16 existed: fp32)
+
+
+PRECISIONS = ("fp32", "fp16", "int8")  # values of `boxseg.precision`; inputs and outputs are fp32 in all of them
 
 
 def build_metadata(*, class_names: Sequence[str], mean: Sequence[float], std: Sequence[float], max_dets: int,
@@ -92,6 +96,9 @@ def parse_metadata(raw: Mapping[str, str], *, source: str = "model") -> ModelMet
             raise ExportError(f"{source}: {key} must be a number, got {raw[key]!r}.")
         return value
 
+    precision = raw.get("boxseg.precision", "fp32")
+    if precision not in PRECISIONS:
+        raise ExportError(f"{source}: boxseg.precision is {precision!r}, expected one of {list(PRECISIONS)}.")
     known = set(REQUIRED_KEYS)
     return ModelMetadata(
         version=raw["boxseg.version"],
@@ -105,6 +112,7 @@ def parse_metadata(raw: Mapping[str, str], *, source: str = "model") -> ModelMet
         input_format=raw["boxseg.input_format"],
         mask_threshold=float(load("boxseg.mask_threshold", float)),
         extra={k: v for k, v in raw.items() if k not in known},
+        precision=precision,
     )
 
 

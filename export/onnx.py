@@ -223,6 +223,10 @@ def export_onnx_file(source, out: Path, opts):
     proto, info = build_onnx_model(model, opset=opts.opset, dynamic=opts.dynamic, batch=opts.batch,
                                    imgsz=tuple(opts.imgsz), max_dets=max_dets, metadata=None)
     meta["boxseg.min_size"] = str(info.min_side)
+    from boxseg.export.quantize import finish_graph
+
+    proto, added, finish_details = finish_graph(proto, opts, meta)  # clean-up, then int8/fp16 (opts)
+    meta.update(added)
     set_onnx_metadata(proto, meta)
     verification = None
     with atomic_outputs(out) as (tmp,):
@@ -234,7 +238,8 @@ def export_onnx_file(source, out: Path, opts):
                                   "\n  ".join(_failures(verification)))
     details = {"export_seconds": info.seconds, "opset": info.opset, "dynamic": info.dynamic,
                "num_nodes": info.num_nodes, "op_counts": info.op_counts, "min_side": info.min_side,
-               "tensorrt_problems": info.tensorrt_problems, "exporter": "torch.onnx.export(dynamo=True)"}
+               "tensorrt_problems": info.tensorrt_problems, "exporter": "torch.onnx.export(dynamo=True)",
+               **finish_details}
     return ExportResult(format="onnx", path=out, files=[out], seconds=info.seconds, size_bytes=out.stat().st_size,
                         metadata=meta, details=details, verification=verification)
 
@@ -251,13 +256,16 @@ def verification_sizes(opts, min_side: int) -> list[tuple[int, int]]:
 
 def verify_for_export(model, path: Path, opts, info: OnnxExportInfo, runner=None, max_batch: int | None = None
                       ) -> dict:
-    """--verify: batch 1 and 4 (or up to `max_batch`, a TensorRT profile's limit) at `verification_sizes`."""
-    from boxseg.export.verify import sample_images, verify_onnx
+    """--verify: batch 1 and 4 (or up to `max_batch`, a TensorRT profile's limit) at `verification_sizes`, with
+    the tolerances of the artefact's precision (--half: fp16, --int8: int8) against the fp32 PyTorch model."""
+    from boxseg.export.quantize import precision_of
+    from boxseg.export.verify import sample_images, tolerances_for, verify_onnx
 
     images = sample_images(4, folder=opts.verify_data)
     batches = tuple(sorted({1, min(4, max_batch or 4)})) if opts.dynamic else (opts.batch,)
     report = verify_onnx(model, path, images=images, sizes=verification_sizes(opts, info.min_side),
-                         batches=batches, max_dets=info.max_dets, runner=runner)
+                         batches=batches, max_dets=info.max_dets, runner=runner,
+                         tol=tolerances_for(precision_of(opts)), precision=precision_of(opts))
     if info.tensorrt_problems:
         report["passed"] = False
         report.setdefault("failures", []).extend(info.tensorrt_problems)

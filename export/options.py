@@ -14,10 +14,11 @@ class ExportOptions:
     batch: int = 1  # largest batch (TensorRT profile max/opt); the traced batch of a static graph
     imgsz: tuple[int, int] = (640, 640)  # largest letterbox canvas (H, W); the input size of a static graph
     max_dets: int | None = None  # D; None = the model config's max_dets
-    half: bool = False
-    int8: bool = False
+    half: bool = False  # fp16: TensorRT fp16 kernels; ONNX fp16 weights/compute with fp32 inputs/outputs
+    int8: bool = False  # int8: TensorRT entropy calibration; ONNX static QDQ quantization (export/quantize.py)
     calib_data: Path | None = None  # COCO-format folder (or image folder) for int8 calibration
-    calib_images: int = 512  # at most this many calibration images
+    calib_images: int | None = None  # at most this many calibration images; None = the format's default
+    slim: bool = True  # ONNX: onnxslim graph clean-up (export/slim.py)
     verify: bool = False  # compare the artefact with PyTorch before it is written
     verify_data: Path | None = None  # images for --verify; None = held-out synthetic scenes
     workspace_gb: float = 4.0  # TensorRT builder workspace

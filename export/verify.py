@@ -34,9 +34,57 @@ class Tolerances:
     score_abs: float = 1e-4
     mask_iou: float = 0.99
     ap_delta: float = 0.1
+    # None: boxes must agree within box_rel. A number: a pair matches only with box IoU >= box_iou, and box IoU
+    # (>= box_iou_judged) is the box criterion instead of box_rel (reduced precision moves box edges by more than a
+    # rounding).
+    box_iou: float | None = None
+    box_iou_judged: float = 0.0
+    # Reduced precision. quantile q: box and mask IoU are judged at their q-quantile over the matched pairs (and the
+    # borderline band uses the (1-q)-quantile score error) instead of the worst pair; 0 = the worst pair.
+    quantile: float = 0.0
+    # Detections scoring below min_score need no counterpart (int8 reorders the low-score near-duplicates).
+    min_score: float = 0.0
+    # Share of the compared detections that may lack a counterpart: a near-duplicate whose IoU with a stronger box
+    # sits at the NMS threshold is kept on one side and suppressed on the other, whatever its score.
+    unmatched_share: float = 0.0
+
+    def describe(self) -> str:
+        box = (f"boxes within {self.box_rel:g} relative" if self.box_iou is None else
+               f"pairs by box IoU >= {self.box_iou}" + (f", box IoU >= {self.box_iou_judged}"
+                                                       if self.box_iou_judged > self.box_iou else ""))
+        at = "" if self.quantile == 0 else f" for {100 - 100 * self.quantile:g}% of pairs"
+        text = f"{box}, scores within {self.score_abs:g}, mask IoU >= {self.mask_iou}{at}"
+        if self.min_score:
+            text += f", detections scoring >= {self.min_score:g}"
+        if self.unmatched_share:
+            text += f", up to {100 * self.unmatched_share:g}% without counterpart (NMS ties)"
+        return text
 
 
 TOLERANCES = Tolerances()
+# Reduced-precision artefacts against the fp32 PyTorch model, measured on the EfficientNet-Lite0 student (trained
+# at 192 px on the synthetic split) with the held-out synthetic scenes at 640x640, 480x320 and 320x416:
+# fp16: matched score error <= 1.2e-3, box IoU >= 0.968, 5% mask IoU quantile >= 0.99 (single tiny masks down to
+#   0); ~2% of detections flip at the NMS IoU threshold (scores 0.1-0.57).
+# int8 (detections scoring >= 0.3): 95% score error quantile <= 0.14, worst 0.32; 5% box IoU quantile >= 0.67;
+#   5% mask IoU quantile >= 0.69 (at 640, 3x the model's training size; 0.83-0.89 at 480x320).
+# The limits leave room over those, and a broken conversion (a wrong scale, a swapped channel) still fails: it
+# moves most boxes below IoU 0.5 and most scores by more than 0.35.
+PRECISION_TOLERANCES: dict[str, Tolerances] = {
+    "fp32": TOLERANCES,
+    "fp16": Tolerances(box_rel=1e-2, score_abs=1e-2, mask_iou=0.9, ap_delta=0.5, box_iou=0.9, box_iou_judged=0.95,
+                       quantile=0.05, unmatched_share=0.05),
+    "int8": Tolerances(box_rel=5e-2, score_abs=0.35, mask_iou=0.6, ap_delta=1.0, box_iou=0.5, box_iou_judged=0.6,
+                       quantile=0.05, min_score=0.3, unmatched_share=0.05),
+}
+
+
+def tolerances_for(precision: str) -> Tolerances:
+    """The --verify tolerances for an artefact of `precision` ("fp32", "fp16" or "int8")."""
+    try:
+        return PRECISION_TOLERANCES[precision]
+    except KeyError:
+        raise ExportError(f"unknown precision {precision!r}; expected one of {sorted(PRECISION_TOLERANCES)}") from None
 
 # A missing detection is borderline when its score is within this many times the worst matched-pair score error of
 # the threshold: its own error is unseen, but it comes from the same arithmetic as the matched ones, so a few times
@@ -131,9 +179,11 @@ def compare_detections(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], t
     if failures:
         return {"passed": False, "failures": failures, "borderline": []}
     worst = {"box_rel_err": 0.0, "box_abs_err": 0.0, "score_abs_err": 0.0, "mask_prob_abs_err": 0.0,
-             "min_mask_iou": 1.0}
+             "min_mask_iou": 1.0, "min_box_iou": 1.0}
     matched = 0
     score_errors: list[float] = []
+    box_ious: list[float] = []
+    mask_ious: list[float] = []
     unmatched: list[tuple[int, str, int, int, float]] = []  # (image, side, index, class, score)
     counts: list[tuple[int, int]] = []
     for b in range(ref["scores"].shape[0]):
@@ -143,11 +193,17 @@ def compare_detections(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], t
         for i in range(n_ref):
             cands = np.flatnonzero(free & (got["classes"][b, :n_got] == ref["classes"][b, i])
                                    & (np.abs(got["scores"][b, :n_got] - ref["scores"][b, i]) <= tol.score_abs))
+            ious = _box_iou(ref["boxes"][b, i], got["boxes"][b, cands]) if cands.size else np.zeros(0)
+            if tol.box_iou is not None:
+                cands, ious = cands[ious >= tol.box_iou], ious[ious >= tol.box_iou]
             if cands.size == 0:
                 unmatched.append((b, "reference", i, int(ref["classes"][b, i]), float(ref["scores"][b, i])))
                 continue
-            j = cands[np.argmax(_box_iou(ref["boxes"][b, i], got["boxes"][b, cands]))]
+            j = cands[np.argmax(ious)]
             free[j] = False
+            if ref["scores"][b, i] < tol.min_score:
+                continue  # a counterpart found, but below the compared range: its errors are not judged
+            box_ious.append(float(ious.max()))
             matched += 1
             rb, gb = ref["boxes"][b, i], got["boxes"][b, j]
             worst["box_abs_err"] = max(worst["box_abs_err"], float(np.abs(gb - rb).max()))
@@ -156,7 +212,7 @@ def compare_detections(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], t
             score_errors.append(float(abs(got["scores"][b, j] - ref["scores"][b, i])))
             rm, gm = ref["masks"][b, i], got["masks"][b, j]
             worst["mask_prob_abs_err"] = max(worst["mask_prob_abs_err"], float(np.abs(gm - rm).max()))
-            worst["min_mask_iou"] = min(worst["min_mask_iou"], _mask_iou(rm > mask_threshold, gm > mask_threshold))
+            mask_ious.append(_mask_iou(rm > mask_threshold, gm > mask_threshold))
         unmatched += [(b, "graph", int(j), int(got["classes"][b, j]), float(got["scores"][b, j]))
                       for j in np.flatnonzero(free)]
         # padding rows of the graph under test must be padding
@@ -164,13 +220,23 @@ def compare_detections(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], t
         if (got["scores"][b, pad] != 0).any() or (got["classes"][b, pad] != -1).any():
             failures.append(f"image {b}: padding rows after {n_got} are not (score 0, class -1)")
     worst["score_abs_err"] = max(score_errors, default=0.0)
+    q = tol.quantile
+    worst["min_box_iou"] = float(np.quantile(box_ious, q)) if box_ious else 1.0
+    worst["min_mask_iou"] = float(np.quantile(mask_ious, q)) if mask_ious else 1.0
 
     # Decided after all pairs are matched: the tolerance comes from their score errors.
-    margin = None if score_threshold is None else borderline_tolerance(score_errors, score_threshold)
+    errors = [float(np.quantile(score_errors, 1 - q))] if score_errors and q else score_errors
+    margin = None if score_threshold is None else borderline_tolerance(errors, score_threshold)
+    if score_threshold is not None and tol.min_score > score_threshold:
+        score_threshold = tol.min_score  # the compared range starts here (see Tolerances.min_score)
+    compared = sum(int((ref["scores"][b, :n] >= (tol.min_score or -1)).sum()) for b, (n, _) in enumerate(counts))
+    allowed_unmatched = int(tol.unmatched_share * compared)
     borderline: list[dict[str, Any]] = []
     unexplained: set[int] = set()
     slots = ref["scores"].shape[1]
     for b, side, idx, cls, score in unmatched:
+        if score < tol.min_score:
+            continue
         other, n_other = (got, counts[b][1]) if side == "reference" else (ref, counts[b][0])
         at_threshold = margin is not None and abs(score - score_threshold) <= margin
         at_full_cut = (margin is not None and n_other == slots and slots > 0
@@ -180,6 +246,11 @@ def compare_detections(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], t
                                "above_threshold": score - score_threshold,
                                "cut": "score threshold" if at_threshold else f"last of {slots} slots"})
             continue
+        if allowed_unmatched > 0:
+            allowed_unmatched -= 1
+            borderline.append({"image": b, "side": side, "index": idx, "class": cls, "score": score,
+                               "above_threshold": score - (score_threshold or 0.0), "cut": "NMS tie"})
+            continue
         unexplained.add(b)
         where = "" if side == "reference" else " of the graph"
         failures.append(f"image {b}: detection {idx}{where} (class {cls}, score {score:.6f}) has no counterpart")
@@ -187,12 +258,15 @@ def compare_detections(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], t
         n_ref, n_got = counts[b]
         if n_ref != n_got:
             failures.append(f"image {b}: num_dets {n_got}, expected {n_ref}")
-    if worst["box_rel_err"] > tol.box_rel:
+    if tol.box_iou is None and worst["box_rel_err"] > tol.box_rel:
         failures.append(f"box relative error {worst['box_rel_err']:.3g} > {tol.box_rel}")
     if worst["score_abs_err"] > tol.score_abs:
         failures.append(f"score error {worst['score_abs_err']:.3g} > {tol.score_abs}")
+    at = "" if q == 0 else f" ({100 * q:g}% quantile)"
     if worst["min_mask_iou"] < tol.mask_iou:
-        failures.append(f"mask IoU {worst['min_mask_iou']:.4f} < {tol.mask_iou}")
+        failures.append(f"mask IoU {worst['min_mask_iou']:.4f} < {tol.mask_iou}{at}")
+    if tol.box_iou is not None and worst["min_box_iou"] < tol.box_iou_judged:
+        failures.append(f"box IoU {worst['min_box_iou']:.4f} < {tol.box_iou_judged}{at}")
     return {"passed": not failures, "failures": failures[:20], "matched": matched, **worst,
             "score_threshold": score_threshold, "borderline_tolerance": margin, "borderline": borderline}
 
@@ -212,8 +286,9 @@ def sample_images(count: int = 4, size: tuple[int, int] = (320, 416), folder: st
 
 def verify_onnx(model, onnx_path: str | Path, *, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]],
                 batches: Sequence[int] = (1, 4), max_dets: int | None = None, tol: Tolerances = TOLERANCES,
-                runner: Runner | None = None) -> dict[str, Any]:
-    """ONNX Runtime (or `runner`, e.g. a TensorRT engine) vs PyTorch for every (batch, size) case."""
+                runner: Runner | None = None, precision: str = "fp32") -> dict[str, Any]:
+    """ONNX Runtime (or `runner`, e.g. a TensorRT engine) vs PyTorch for every (batch, size) case; `precision`
+    names the artefact's precision (`tol` should be `tolerances_for(precision)`), reported with the criteria."""
     check_onnx_file(onnx_path)
     got_run = runner or ort_runner(onnx_path)
     ref_run = torch_runner(model, max_dets)
@@ -228,6 +303,9 @@ def verify_onnx(model, onnx_path: str | Path, *, images: Sequence[np.ndarray], s
     keys = ("box_abs_err", "box_rel_err", "score_abs_err", "mask_prob_abs_err")
     summary = {k: max((c.get(k, float("inf")) for c in cases), default=0.0) for k in keys}
     summary["min_mask_iou"] = min((c.get("min_mask_iou", 0.0) for c in cases), default=1.0)
+    summary["min_box_iou"] = min((c.get("min_box_iou", 0.0) for c in cases), default=1.0)
+    summary["matched"] = sum(c.get("matched", 0) for c in cases)
+    summary["precision"], summary["criteria"] = precision, tol.describe()
     summary["borderline"] = [{"batch": c["batch"], "size": c["size"], **d} for c in cases for d in c["borderline"]]
     return {"passed": all(c["passed"] for c in cases), "cases": cases, **summary}
 

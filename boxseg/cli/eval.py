@@ -26,6 +26,8 @@ def resolve_data(data: str) -> Path:
               help="Score a trivial predictor built from the GT boxes.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Score a trained checkpoint.")
+@click.option("--model", "model", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Score an exported model (.onnx: fp32, fp16 or int8) run by boxseg.runtime (no torch).")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Measure a `boxseg label` file (OUT/annotations.json) against --data's GT masks: mean IoU "
                    "(overall, per size), mask AP scored by w, Spearman(w, IoU), mean IoU against a w cut.")
@@ -40,11 +42,11 @@ def resolve_data(data: str) -> Path:
 @click.option("--allow-outside-images", is_flag=True,
               help="Let image file_names be absolute or climb out of the image folder with '..'.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def cli(data: str, baseline: str | None, checkpoint: str | None, labels: str | None, cuts: str | None,
-        report_dir: str | None, device: str, batch_size: int, score_thr: float, per_category: bool,
+def cli(data: str, baseline: str | None, checkpoint: str | None, model: str | None, labels: str | None,
+        cuts: str | None, report_dir: str | None, device: str, batch_size: int, score_thr: float, per_category: bool,
         allow_outside_images: bool, as_json: bool) -> None:
-    if sum(x is not None for x in (baseline, checkpoint, labels)) != 1:
-        raise click.UsageError("give exactly one of --baseline, --checkpoint or --labels")
+    if sum(x is not None for x in (baseline, checkpoint, model, labels)) != 1:
+        raise click.UsageError("give exactly one of --baseline, --checkpoint, --model or --labels")
     if labels is not None:
         _eval_labels(data, labels, cuts, report_dir, as_json)
         return
@@ -67,6 +69,15 @@ def cli(data: str, baseline: str | None, checkpoint: str | None, labels: str | N
 
         predictor = f"baseline:{baseline}"
         metrics = evaluate(gt, baseline_results(gt, baseline), IOU_TYPES, per_category=per_category)
+    elif model is not None:
+        from boxseg.eval.exported_model import evaluate_exported
+
+        try:
+            metrics, meta = evaluate_exported(model, ds, batch_size=batch_size, score_thr=score_thr,
+                                              device=device, per_category=per_category)
+        except (ValueError, OSError, RuntimeError) as e:  # not an exported model, or one for other classes
+            raise click.ClickException(str(e)) from e
+        predictor = f"model:{model} ({meta.get('boxseg.precision', 'fp32')})"
     else:
         from boxseg.eval.predict import evaluate_checkpoint
 

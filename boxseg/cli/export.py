@@ -39,25 +39,34 @@ def _format_help() -> str:
 @click.option("--imgsz", nargs=2, type=int, default=(640, 640), show_default=True, metavar="H W",
               help="Largest input canvas (multiples of 32); the input size of a --static graph.")
 @click.option("--max-dets", type=int, default=None, help="Detections per image D (default: the model config).")
-@click.option("--half", is_flag=True, help="fp16 (TensorRT).")
-@click.option("--int8", is_flag=True, help="int8 with entropy calibration (TensorRT); needs --calib-data.")
-@click.option("--calib-data", type=click.Path(path_type=Path), default=None,
-              help="COCO-format folder (annotations.json + images/) or image folder for int8 calibration.")
+@click.option("--half", is_flag=True,
+              help="fp16. onnx: fp16 weights and compute with fp32 inputs/outputs, for GPU backends (ONNX Runtime "
+                   "CUDA, TensorRT; runs, slowly, on CPU); tensorrt: fp16 kernels.")
+@click.option("--int8", is_flag=True,
+              help="int8, calibrated on --calib images. onnx: ONNX Runtime static QDQ quantization of the convs "
+                   "(per-channel weights; the mask head and NMS stay float); tensorrt: entropy calibration.")
+@click.option("--calib", "--calib-data", "calib_data", type=click.Path(path_type=Path), default=None,
+              help="Calibration images for --int8: a COCO-format folder (annotations.json + images/) or an image "
+                   "folder.")
+@click.option("--calib-images", type=click.IntRange(min=1), default=None,
+              help="At most this many calibration images [default: onnx 64, tensorrt 512].")
+@click.option("--slim/--no-slim", default=True, show_default=True,
+              help="onnx: clean up the graph with onnxslim (folding, dead nodes) before any quantization.")
 @click.option("--verify", is_flag=True, help="Compare with PyTorch before writing (nothing is written on failure).")
 @click.option("--verify-data", type=click.Path(path_type=Path), default=None,
               help="Images for --verify (default: held-out synthetic scenes).")
 @click.option("--workspace", default=4.0, show_default=True, type=float, help="TensorRT workspace in GiB.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def cli(checkpoint: Path, fmt: str, out: Path, opset: int, dynamic: bool, batch: int, imgsz: tuple[int, int],
-        max_dets: int | None, half: bool, int8: bool, calib_data: Path | None, verify: bool,
-        verify_data: Path | None, workspace: float, as_json: bool) -> None:
+        max_dets: int | None, half: bool, int8: bool, calib_data: Path | None, calib_images: int | None, slim: bool,
+        verify: bool, verify_data: Path | None, workspace: float, as_json: bool) -> None:
     from boxseg.export.api import export
     from boxseg.export.errors import ExportError
     from boxseg.export.options import ExportOptions
 
     opts = ExportOptions(opset=opset, dynamic=dynamic, batch=batch, imgsz=tuple(imgsz), max_dets=max_dets,
-                         half=half, int8=int8, calib_data=calib_data, verify=verify, verify_data=verify_data,
-                         workspace_gb=workspace)
+                         half=half, int8=int8, calib_data=calib_data, calib_images=calib_images, slim=slim,
+                         verify=verify, verify_data=verify_data, workspace_gb=workspace)
     try:
         result = export(checkpoint, fmt, out, opts)
     except ExportError as exc:
@@ -66,7 +75,21 @@ def cli(checkpoint: Path, fmt: str, out: Path, opset: int, dynamic: bool, batch:
         click.echo(json.dumps(result.to_dict(), default=str))
         return
     size_mb = result.size_bytes / 2**20
-    click.echo(f"Exported the student to {result.path} ({fmt}, {size_mb:.1f} MiB) in {result.seconds:.1f} s.")
+    precision = result.details.get("precision") or ("int8" if int8 else "fp16" if half else "fp32")
+    click.echo(f"Exported the student to {result.path} ({fmt} {precision}, {size_mb:.1f} MiB) in "
+               f"{result.seconds:.1f} s.")
+    nodes, slim_info = result.details.get("graph_nodes"), result.details.get("slim")
+    if nodes:
+        cleanup = (f"onnxslim {nodes['exported']} -> {nodes['slimmed']}" if nodes.get("slimmed") is not None
+                   else f"no clean-up ({slim_info['skipped']})" if slim_info else "no clean-up (--no-slim)")
+        click.echo(f"Graph nodes: {cleanup}; {nodes['final']} in the file.")
+    quant = result.details.get("quantization")
+    if quant:
+        click.echo(f"{quant['precision']}: {quant['nodes_quantized']} {'/'.join(quant['op_types'][:4])}"
+                   f"{'...' if len(quant['op_types']) > 4 else ''} node(s) converted, {quant['nodes_float']} kept "
+                   f"float ({'; '.join(quant['kept_float_scopes'])})"
+                   + (f"; calibrated on {quant['calib_images']} image(s), {quant['calib_method']}"
+                      if quant["calib_images"] else "") + ".")
     problems = result.details.get("tensorrt_problems")
     if problems:
         click.echo(f"Warning: {len(problems)} node(s) TensorRT's ONNX parser would reject:", err=True)
@@ -74,9 +97,11 @@ def cli(checkpoint: Path, fmt: str, out: Path, opset: int, dynamic: bool, batch:
             click.echo(f"  {line}", err=True)
     if result.verification is not None:
         v = result.verification
-        click.echo(f"Verified against PyTorch: {'passed' if v['passed'] else 'FAILED'} "
-                   f"(max box err {v['box_abs_err']:.2e} px, score err {v['score_abs_err']:.2e}, "
-                   f"min mask IoU {v['min_mask_iou']:.4f}, {len(v['cases'])} cases).")
+        click.echo(f"Verified against the fp32 PyTorch model ({v.get('precision', 'fp32')} tolerances: "
+                   f"{v.get('criteria', '')}): {'passed' if v['passed'] else 'FAILED'} "
+                   f"(max box err {v['box_abs_err']:.2e} px, min box IoU {v.get('min_box_iou', 1.0):.4f}, "
+                   f"score err {v['score_abs_err']:.2e}, min mask IoU {v['min_mask_iou']:.4f}, "
+                   f"{len(v['cases'])} cases).")
         for d in v.get("borderline", []):  # allowed, but the user should know a detection sits at the threshold
             click.echo(f"  borderline: batch {d['batch']} size {d['size']} image {d['image']}: class {d['class']} "
                        f"score {d['score']:.6f} at the {d['cut']} ({d['above_threshold']:+.2e} from the score "

@@ -36,7 +36,7 @@ def test_help_lists_the_formats_from_the_table() -> None:
     out = " ".join(out.split())  # help text is wrapped to the terminal width
     assert "onnx (ONNX, .onnx)" in out and "tensorrt (TensorRT, .engine)" in out
     for option in ("--opset", "--dynamic / --static", "--batch", "--imgsz", "--max-dets", "--half", "--int8",
-                   "--calib-data", "--verify"):
+                   "--calib", "--calib-images", "--slim / --no-slim", "--verify"):
         assert option in out
 
 
@@ -48,7 +48,8 @@ def test_mistyped_format_is_a_usage_error_with_a_suggestion(tmp_path: Path, chec
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--format", "onnx", "--half"], "--half is not supported for format 'onnx'"),
+    (["--format", "onnx", "--half", "--int8", "--calib", "."], "--half and --int8 are two precisions"),
+    (["--format", "onnx", "--int8"], "--int8 needs calibration images: pass --calib DIR"),
     (["--format", "tensorrt", "--int8"], "--int8 needs calibration images"),
     (["--format", "onnx", "--imgsz", "100", "100"], "each a multiple of 32"),
     (["--format", "onnx", "--opset", "11"], "supported opsets are 18..23"),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import asdict
 
 import pytest
 from boxseg.export.errors import ExportError
-from boxseg.export.formats import FORMATS, format_names, get_format, validate_options
+from boxseg.export.formats import FORMATS, ExportFormat, format_names, get_format, validate_options
 
 
 def test_names_and_lookup_are_case_insensitive() -> None:
@@ -31,12 +32,19 @@ def test_unrelated_name_lists_the_choices_without_a_guess() -> None:
 
 def test_option_validation_follows_the_table() -> None:
     onnx, trt = get_format("onnx"), get_format("tensorrt")
-    with pytest.raises(ExportError, match=r"--half is not supported for format 'onnx' \(supported by: tensorrt\)"):
-        validate_options(onnx, half=True)
-    with pytest.raises(ExportError, match="--int8 is not supported for format 'onnx'"):
-        validate_options(onnx, int8=True, calib_data="x")
-    with pytest.raises(ExportError, match="--int8 needs calibration images: pass --calib-data"):
-        validate_options(trt, int8=True)
+    with pytest.raises(ExportError, match="--half and --int8 are two precisions of one ONNX artefact"):
+        validate_options(onnx, half=True, int8=True, calib_data="x")
+    validate_options(onnx, half=True)  # ONNX fp16 and int8 (export/quantize.py)
+    validate_options(onnx, int8=True, calib_data="x")
+    for fmt in (onnx, trt):
+        with pytest.raises(ExportError, match="--int8 needs calibration images: pass --calib DIR"):
+            validate_options(fmt, int8=True)
+    unsupported = ExportFormat(**{**asdict(onnx), "name": "plain", "half": False, "int8": False})
+    with pytest.raises(ExportError, match=r"--half is not supported for format 'plain' \(supported by: onnx, "
+                                          r"tensorrt\)"):
+        validate_options(unsupported, half=True)
+    with pytest.raises(ExportError, match="--int8 is not supported for format 'plain'"):
+        validate_options(unsupported, int8=True, calib_data="x")
     with pytest.raises(ExportError, match="only used with --int8"):
         validate_options(trt, calib_data="x")
     validate_options(trt, half=True, int8=True, calib_data="x")  # a valid combination passes
