@@ -31,6 +31,7 @@ from boxseg.train.pseudo.config import (
     BPMAConfig,
     PCConfig,
     QAMConfig,
+    SIMConfig,
     StudentAugConfig,
     TeacherConfig,
 )
@@ -114,12 +115,13 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     # Teacher-student sections (docs/method.md "Configuration keys"); read only by the teacher-student methods.
-    # "none": no teacher (the supervised presets); the teacher-student method needs "qam" or "bpma".
-    pseudo_labeler: Literal["qam", "bpma", "none"] = "qam"
+    # "none": no teacher (the supervised presets); the teacher-student method needs "qam", "bpma" or "sim".
+    pseudo_labeler: Literal["qam", "bpma", "sim", "none"] = "qam"
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentAugConfig = field(default_factory=StudentAugConfig)
     qam: QAMConfig = field(default_factory=QAMConfig)
     bpma: BPMAConfig = field(default_factory=BPMAConfig)
+    sim: SIMConfig = field(default_factory=SIMConfig)
     pc: PCConfig = field(default_factory=PCConfig)
 
     def __post_init__(self) -> None:

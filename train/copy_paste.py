@@ -57,9 +57,14 @@ class MemoryBank:
     def push(self, tutor: Tutor) -> None:
         self.entries.append(tutor)  # deque(maxlen) drops the oldest
 
-    def sample(self, generator: torch.Generator | None = None) -> Tutor:
+    def sample(self, generator: torch.Generator | None = None, weighted: bool = False) -> Tutor:
+        """A uniform draw, or (`weighted`) one in proportion to the tutors' w (SIM Eq. 11's importance)."""
         if not self.entries:
             raise IndexError("MemoryBank.sample: the bank is empty")
+        if weighted:
+            w = torch.tensor([max(float(t.w), 0.0) for t in self.entries], dtype=torch.float64)
+            if float(w.sum()) > 0:
+                return self.entries[int(torch.multinomial(w, 1, generator=generator))]
         return self.entries[int(torch.randint(len(self.entries), (), generator=generator))]
 
     def state_dict(self) -> dict:
@@ -78,13 +83,14 @@ def tutor_eligible(boxes: torch.Tensor, weights: torch.Tensor, valid: torch.Tens
     """Which objects may become peer tutors (docs/method.md "Peer-assisted Copy-paste"). -> (n,) bool.
 
     selection=quality: valid, w > tau, and non-overlapping (box_disjoint | box_coverage | mask_disjoint); optionally
-    not touching the image border. selection=random (Table 5 ablation arm): any object with a valid pseudo mask.
+    not touching the image border. selection=random (Table 5 ablation arm) or importance (SIM, drawn in proportion
+    to w at paste time): any object with a valid pseudo mask.
     `masks` (n,h,w) soft pseudo masks (any grid) are needed for mask_disjoint; `image_size` (h,w) in the boxes'
     units for reject_border_tutors.
     """
     n = boxes.shape[0]
     ok = valid.bool().clone()
-    if cfg.selection == "random" or n == 0:
+    if cfg.selection != "quality" or n == 0:
         return ok
     ok &= weights > cfg.tau
     boxes = boxes.float()
@@ -255,7 +261,7 @@ class PeerCopyPaste:
             if cand.numel() == 0:
                 return None
             learner = self._choose_learner(cand, t["pseudo_weights"], gen)
-        tutor = bank.sample(gen)
+        tutor = bank.sample(gen, weighted=cfg.selection == "importance")
         patch, tmask = self._prepare_tutor(tutor, student_scale, h, w, gen)
         ph, pw = tmask.shape
         tmask_dev = tmask.to(binm.device)

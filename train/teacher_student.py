@@ -40,6 +40,7 @@ from .ema import ModelEMA
 from .geometry import ViewGeometry, map_boxes, map_masks, teacher_geometry
 from .loop import METHODS, Method, mix_seed
 from .losses.mask_sup import QualityMaskLoss
+from .losses.sim import SIMMaskLoss
 from .profile import stage, stage_begin, stage_end
 from .pseudo.bpma import bpma_label
 from .pseudo.config import (
@@ -47,10 +48,12 @@ from .pseudo.config import (
     MaskSupConfig,
     PCConfig,
     QAMConfig,
+    SIMConfig,
     StudentAugConfig,
     TeacherConfig,
 )
 from .pseudo.qam import qam_label
+from .pseudo.sim import SIMLabeller, positives, sim_label
 from .telemetry import best_gt_scores, downsample_gt, mask_iou, summarize
 
 
@@ -61,6 +64,7 @@ class TSSections:
     pseudo_labeler: str
     qam: QAMConfig
     bpma: BPMAConfig
+    sim: SIMConfig
     pc: PCConfig
     mask_sup: MaskSupConfig
 
@@ -77,11 +81,12 @@ def ts_sections(cfg: Any) -> TSSections:
         pseudo_labeler=getattr(cfg, "pseudo_labeler", "qam"),
         qam=getattr(cfg, "qam", None) or QAMConfig(),
         bpma=getattr(cfg, "bpma", None) or BPMAConfig(),
+        sim=getattr(cfg, "sim", None) or SIMConfig(),
         pc=getattr(cfg, "pc", None) or PCConfig(),
         mask_sup=mask_sup,
     )
-    if sec.pseudo_labeler not in ("qam", "bpma"):
-        raise ValueError(f"config key pseudo_labeler: got {sec.pseudo_labeler!r}, expected 'qam' or 'bpma' (the "
+    if sec.pseudo_labeler not in ("qam", "bpma", "sim"):
+        raise ValueError(f"config key pseudo_labeler: got {sec.pseudo_labeler!r}, expected 'qam', 'bpma' or 'sim' (the "
                          "teacher-student method needs a labeller; 'none' is for the supervised presets)")
     if sec.teacher.source == "student" and sec.pseudo_labeler != "qam":
         raise ValueError("config keys teacher.source='student' (BoxInst + PC) needs pseudo_labeler='qam'")
@@ -104,6 +109,16 @@ class TeacherStudentMethod(Method):
             raise TypeError("TeacherStudentMethod: the criterion has no `pseudo_loss_fn` seam "
                             "(boxseg.train.losses.criterion.Criterion has one)")
         criterion.pseudo_loss_fn = QualityMaskLoss(self.sec.mask_sup)
+        self.sim: SIMLabeller | None = None
+        # Where a soft pseudo mask becomes foreground, for the telemetry's IoU with GT masks: SIM's hard label is
+        # its blend >= tau_high, the others' Dice target is binarised at 0.5.
+        self.label_thresh = self.sec.sim.tau_high if self.sec.pseudo_labeler == "sim" else 0.5
+        if self.sec.pseudo_labeler == "sim":
+            mcfg = student.cfg
+            self.sim = SIMLabeller.create(self.sec.sim, mcfg.num_classes, mcfg.mask_branch_channels,
+                                          int(getattr(getattr(cfg, "runtime", None), "seed", 0)))
+            # SIM Eq. 8-10: BCE + Dice with the ignore band; the low-level losses alone until the warm-up ends.
+            criterion.pseudo_loss_fn = SIMMaskLoss(self.sec.sim, self.sec.mask_sup.warmup_iters)
         self.ema: ModelEMA | None = None
         if self.sec.teacher.source == "ema":
             self.ema = ModelEMA(student, self.sec.teacher.ema_momentum, self.sec.teacher.ema_warmup)
@@ -166,7 +181,7 @@ class TeacherStudentMethod(Method):
                                     dst_stride=MASK_STRIDE, out_shape=grid)
             if gt_masks is not None:
                 v = lab["valid"]
-                ious.append(mask_iou(on_grid[v], downsample_gt(gt_masks[v], MASK_STRIDE, grid)))
+                ious.append(mask_iou(on_grid[v], downsample_gt(gt_masks[v], MASK_STRIDE, grid), self.label_thresh))
             if sec.pc.enabled:
                 t["pseudo_masks"] = map_masks(lab["masks"], t_geoms[i], s_geoms[i], src_stride=MASK_STRIDE)
                 composite, t, info = self.paster(images[i, :, :hs, :ws], t, self.bank, s_geoms[i].scale, gen)
@@ -210,13 +225,18 @@ class TeacherStudentMethod(Method):
         return self.student  # BoxSeg ships the student (docs/method.md "Student network")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bank": self.bank.state_dict(), "ema_updates": self.ema.updates if self.ema else 0}
+        state = {"bank": self.bank.state_dict(), "ema_updates": self.ema.updates if self.ema else 0}
+        if self.sim is not None:
+            state["sim_prototypes"] = {k: v.cpu() for k, v in self.sim.protos.state_dict().items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "bank" in state:
             self.bank.load_state_dict(state["bank"])
         if self.ema is not None:
             self.ema.updates = int(state.get("ema_updates", 0))
+        if self.sim is not None and "sim_prototypes" in state:
+            self.sim.protos.load_state_dict(state["sim_prototypes"])
 
     # ------------------------------------------------------------------ pieces
     def _teacher_images(self, orig_images: list[torch.Tensor], geoms: list[ViewGeometry]) -> torch.Tensor:
@@ -248,15 +268,17 @@ class TeacherStudentMethod(Method):
     def _label(self, model: nn.Module, t_images: torch.Tensor, t_boxes: list[torch.Tensor], targets: list[dict],
                t_geoms: list[ViewGeometry]) -> list[dict[str, torch.Tensor]]:
         return label_teacher_views(model, t_images, t_boxes, [t["classes"] for t in targets], t_geoms,
-                                   self.sec.pseudo_labeler, self.sec.qam, self.sec.bpma)
+                                   self.sec.pseudo_labeler, self.sec.qam, self.sec.bpma, self.sim)
 
 
 def label_teacher_views(model: nn.Module, t_images: torch.Tensor, t_boxes: list[torch.Tensor],
                         gt_classes: list[torch.Tensor], t_geoms: list[ViewGeometry], labeller: str,
-                        qam_cfg: QAMConfig, bpma_cfg: BPMAConfig) -> list[dict[str, torch.Tensor]]:
+                        qam_cfg: QAMConfig, bpma_cfg: BPMAConfig, sim: SIMLabeller | None = None
+                        ) -> list[dict[str, torch.Tensor]]:
     """Pseudo labels for the GT boxes of a batch of teacher views (docs/method.md "Quality-Aware Module",
-    "BoxTeacher's labeller"): one forward of `model` (the caller sets eval mode and no_grad), then
-    QAM (`labeller='qam'`) or BPMA (`'bpma'`) per image, in each view's frame at mask stride 4.
+    "BoxTeacher's labeller", "SIM"): one forward of `model` (the caller sets eval mode and no_grad), then
+    QAM (`labeller='qam'`), BPMA (`'bpma'`) or SIM (`'sim'`, with `sim` holding its prototypes) per image, in
+    each view's frame at mask stride 4.
 
     t_images (B,3,H,W) padded views; t_boxes[i] (G_i,4) and gt_classes[i] (G_i,) the GT boxes in view i's pixels
     and their class indices; t_geoms[i] how view i was made from its original image (QAM's adaptive K reads the
@@ -283,23 +305,64 @@ def label_teacher_views(model: nn.Module, t_images: torch.Tensor, t_boxes: list[
             out.append({**bpma_label(det.boxes[i, :n], det.scores[i, :n], det.masks[i, :n], boxes,
                                      bpma_cfg, MASK_STRIDE), "teacher_scores": best[i]})
         return out
+    if labeller == "sim":
+        return _sim_labels(model, dense, flat, scores, all_boxes, t_boxes, gt_classes, t_geoms, grid, best, qam_cfg,
+                           sim)
+    return [{**_qam_image(model, dense, flat, scores, all_boxes, i, boxes, gt_classes[i], t_geoms[i], qam_cfg,
+                          grid), "teacher_scores": best[i]} for i, boxes in enumerate(t_boxes)]
+
+
+def _qam_image(model: nn.Module, dense: Any, flat: Any, scores: torch.Tensor, all_boxes: torch.Tensor, i: int,
+               boxes: torch.Tensor, classes: torch.Tensor, geom: ViewGeometry, qam_cfg: QAMConfig,
+               grid: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """QAM on image i of a labelled batch (BoxSeg Sec. 3.2)."""
+    th, tw = geom.size
+    pool = candidate_pool(scores[i], flat.levels, model)
+    cand_boxes = all_boxes[i, pool].clone()
+    cand_boxes[:, 0::2] = cand_boxes[:, 0::2].clamp(0, tw)
+    cand_boxes[:, 1::2] = cand_boxes[:, 1::2].clamp(0, th)
+    areas = geom.boxes_to_original(boxes)
+    areas = (areas[:, 2] - areas[:, 0]).clamp_min(0) * (areas[:, 3] - areas[:, 1]).clamp_min(0)
+
+    def mask_fn(idx: torch.Tensor) -> torch.Tensor:
+        return _mask_probs(model, dense, flat, i, pool[idx])
+
+    return qam_label(cand_boxes, scores[i, pool], mask_fn, boxes, classes, areas, qam_cfg, MASK_STRIDE, grid)
+
+
+def _mask_probs(model: nn.Module, dense: Any, flat: Any, i: int, loc: torch.Tensor) -> torch.Tensor:
+    """The dynamic mask head's probabilities at locations `loc` of image i (mask stride 4)."""
+    img = torch.full_like(loc, i)
+    return model.mask_head(dense.mask_feats, flat.params[i, loc], flat.locations[loc], flat.soi[loc], img).sigmoid()
+
+
+def _sim_labels(model: nn.Module, dense: Any, flat: Any, scores: torch.Tensor, all_boxes: torch.Tensor,
+                t_boxes: list[torch.Tensor], gt_classes: list[torch.Tensor], t_geoms: list[ViewGeometry],
+                grid: tuple[int, int], best: list[torch.Tensor], qam_cfg: QAMConfig, sim: SIMLabeller | None
+                ) -> list[dict[str, torch.Tensor]]:
+    """SIM per image (docs/method.md "SIM"): positives by the FCOS rule, the IoU-weighted instance map (or QAM's
+    fused mask), the prototypes' semantic map on the normalised mask features, their blend; then, when learning,
+    the prototypes follow the new foreground."""
+    if sim is None:
+        raise ValueError("label_teacher_views: labeller 'sim' needs its SIMLabeller (prototypes)")
+    mcfg = model.cfg
+    feats = F.interpolate(dense.mask_feats, size=grid, mode="bilinear", align_corners=False)
+    z_all = F.normalize(feats, dim=1, eps=1e-12)
+    sim.protos.to(z_all.device)
+    out = []
     for i, boxes in enumerate(t_boxes):
-        th, tw = t_geoms[i].size
-        pool = candidate_pool(scores[i], flat.levels, model)
-        cand_boxes = all_boxes[i, pool].clone()
-        cand_boxes[:, 0::2] = cand_boxes[:, 0::2].clamp(0, tw)
-        cand_boxes[:, 1::2] = cand_boxes[:, 1::2].clamp(0, th)
-        areas = t_geoms[i].boxes_to_original(boxes)
-        areas = (areas[:, 2] - areas[:, 0]).clamp_min(0) * (areas[:, 3] - areas[:, 1]).clamp_min(0)
-
-        def mask_fn(idx: torch.Tensor, i: int = i, pool: torch.Tensor = pool) -> torch.Tensor:
-            loc = pool[idx]
-            img = torch.full_like(loc, i)
-            return model.mask_head(dense.mask_feats, flat.params[i, loc], flat.locations[loc], flat.soi[loc],
-                                   img).sigmoid()
-
-        out.append({**qam_label(cand_boxes, scores[i, pool], mask_fn, boxes, gt_classes[i], areas,
-                                qam_cfg, MASK_STRIDE, grid), "teacher_scores": best[i]})
+        loc, gi, iou = positives(flat.locations, flat.strides, flat.levels, all_boxes[i], boxes,
+                                 tuple(mcfg.sizes_of_interest), mcfg.center_sampling_radius, sim.cfg.max_positives)
+        instance = None
+        if sim.cfg.instance_map == "qam":
+            q = _qam_image(model, dense, flat, scores, all_boxes, i, boxes, gt_classes[i], t_geoms[i], qam_cfg, grid)
+            instance = (q["masks"], q["valid"])
+        probs = _mask_probs(model, dense, flat, i, loc) if instance is None else None
+        lab = sim_label(z_all[i], sim.protos, probs, iou, gi, boxes, gt_classes[i], sim.cfg, MASK_STRIDE, instance)
+        fg = lab.pop("foreground")
+        if sim.learn:
+            sim.protos.update(z_all[i], fg, gt_classes[i], sim.generator)
+        out.append({**lab, "teacher_scores": best[i]})
     return out
 
 

@@ -162,9 +162,9 @@ def test_label_then_train_row(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("preset, iters, overrides, fingerprint", [
-    ("boxseg", 40, ["solver.lr=0.02"], "f848f9310db421df"),
-    ("boxinst", None, [], "3306ed528e058137"),
-    ("boxteacher", None, [], "8f9d0e2079ba10cb"),
+    ("boxseg", 40, ["solver.lr=0.02"], "bcec0a238331aa34"),
+    ("boxinst", None, [], "3621b8e7535063bd"),
+    ("boxteacher", None, [], "ab9a04d5df69a376"),
 ])
 def test_run_fingerprints_are_stable(preset: str, iters: int | None, overrides: list[str], fingerprint: str) -> None:
     """A saved run is reused only when its config fingerprint matches: a config refactor that moves any resolved

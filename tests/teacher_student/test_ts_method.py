@@ -14,12 +14,15 @@ from boxseg.train.config import InputConfig, load_config
 from boxseg.train.data import TrainDataset, collate
 from boxseg.train.loop import Trainer
 from boxseg.train.losses.criterion import Criterion
+from boxseg.train.losses.sim import SIMMaskLoss, ignore_band, ignore_bce_dice
+from boxseg.train.pseudo.common import box_masks
 from boxseg.train.pseudo.config import (
     ColorJitterConfig,
     GaussianBlurConfig,
     GrayscaleConfig,
     PCConfig,
     QAMConfig,
+    SIMConfig,
     StudentAugConfig,
     TeacherConfig,
     TeacherInputConfig,
@@ -177,9 +180,50 @@ def test_pc_is_deterministic_per_iteration(data_dir: Path, tmp_path: Path):
 
 
 def test_rejects_labellers_it_cannot_run(data_dir: Path, tmp_path: Path):
-    for labeller in ("none", "sim", "magic"):  # "none" is for the supervised presets; "sim" is not implemented
-        with pytest.raises(ValueError, match=f"pseudo_labeler: got '{labeller}', expected 'qam' or 'bpma'"):
+    for labeller in ("none", "magic"):  # "none" is for the supervised presets
+        with pytest.raises(ValueError, match=f"pseudo_labeler: got '{labeller}', expected 'qam', 'bpma' or 'sim'"):
             _method(_cfg(data_dir, tmp_path, pseudo_labeler=labeller))
+
+
+@pytest.mark.parametrize("instance_map", ["iou_weighted", "qam"])
+def test_sim_labels_learn_prototypes_and_round_trip(data_dir: Path, tmp_path: Path, instance_map: str):
+    """SIM on the real model: labels in [0, 1] zero outside their boxes, weights = Eq. 11's importance (<= 1), the
+    prototypes of the labelled classes start, and they travel with the method's state."""
+    sim = SIMConfig(instance_map=instance_map, tau_low=0.05, tau_high=0.1)  # an untrained teacher is unsure
+    cfg = _cfg(data_dir, tmp_path, pseudo_labeler="sim", sim=sim, student=NO_PHOTO,
+               pc=PCConfig(tau=0.0, selection="importance", placement="random"))
+    method = _method(cfg)
+    assert isinstance(method.criterion.pseudo_loss_fn, SIMMaskLoss)
+    out = method.prepare_batch(_batch(data_dir, 0.5), 0)
+    for t in out["targets"]:
+        m = t["pseudo_masks"]
+        assert bool(((m >= 0) & (m <= 1)).all()) and bool(((t["pseudo_weights"] >= 0) & (t["pseudo_weights"] <= 1)).all())
+    seen = torch.unique(torch.cat([t["classes"] for t in _batch(data_dir, 0.5)["targets"]]))
+    assert bool(method.sim.protos.ready[seen].any())
+    state = method.state_dict()
+    other = _method(cfg)
+    other.load_state_dict(state)
+    assert torch.equal(other.sim.protos.protos, method.sim.protos.protos)
+    assert torch.equal(other.sim.protos.ready, method.sim.protos.ready)
+
+
+def test_sim_loss_waits_for_the_warm_up_then_counts_pasted_objects_with_lambda_paste() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(4, 6, 6)
+    pseudo = torch.rand(2, 6, 6)
+    boxes = torch.tensor([[0.0, 0.0, 6.0, 6.0], [1.0, 1.0, 5.0, 5.0]])
+    gt_idx = torch.tensor([0, 0, 1, 1])
+    valid = torch.tensor([True, True])
+    loss = SIMMaskLoss(SIMConfig(lambda_pseudo=0.5, lambda_paste=1.0), warmup_iters=10)
+    args = (logits, gt_idx, pseudo, torch.ones(2), valid, boxes)
+    assert float(loss(*args, iteration=9)["loss_mask_sup"]) == 0.0
+    plain = float(loss(*args, iteration=10)["loss_mask_sup"])
+    pasted = float(loss(*args, iteration=10, tutor=torch.tensor([False, True]))["loss_mask_sup"])
+    inside = box_masks(boxes, 6, 6)
+    per = [float(ignore_bce_dice(logits[i:i + 1], *ignore_band(pseudo[g:g + 1], inside[g:g + 1], 0.3, 0.7)))
+           for i, g in enumerate(gt_idx.tolist())]
+    assert plain == pytest.approx(0.5 * sum(per) / 4, rel=1e-5)
+    assert pasted == pytest.approx((0.5 * (per[0] + per[1]) + 1.0 * (per[2] + per[3])) / 4, rel=1e-5)
 
 
 def test_boxinst_plus_pc_labels_in_eval_mode(data_dir: Path, tmp_path: Path):

@@ -19,7 +19,7 @@ import pytest
 from boxseg.train.config import TrainConfig, available_presets, config_to_dict, load_config
 
 DATA = Path(__file__).with_name("data") / "resolved_presets.json"
-PRESETS = ("boxinst", "boxinst_pc", "boxseg", "boxteacher", "condinst")
+PRESETS = ("boxinst", "boxinst_pc", "boxseg", "boxteacher", "condinst", "sim", "sim_pc", "sim_pc_qam")
 OVERLAYS = (None, "synthetic_cpu")
 
 

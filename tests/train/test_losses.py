@@ -285,7 +285,7 @@ def test_pseudo_masks_go_through_the_replaceable_seam(tiny: tuple[CondInst, Mode
     batch = {"images": imgs, "image_sizes": [(128, 128)] * 2, "targets": targets}
     seen: dict[str, torch.Tensor] = {}
 
-    def custom(mask_logits, gt_idx, pseudo_masks, weights, valid, gt_boxes, *, iteration=0):  # type: ignore[no-untyped-def]
+    def custom(mask_logits, gt_idx, pseudo_masks, weights, valid, gt_boxes, *, iteration=0, tutor=None):  # type: ignore[no-untyped-def]
         seen.update(logits=mask_logits, gt_idx=gt_idx, masks=pseudo_masks, valid=valid, boxes=gt_boxes)
         return {"loss_custom": mask_logits.sum() * 0.0 + iteration}
 

@@ -147,10 +147,11 @@ class Criterion:
         `pseudo_masks` count as having no valid pseudo mask."""
         h4, w4 = mask_logits.shape[-2:]
         dev = mask_logits.device
-        masks, weights, valid, boxes = [], [], [], []
+        masks, weights, valid, boxes, tutor = [], [], [], [], []
         for t in targets:
             n = t["boxes"].reshape(-1, 4).shape[0]
             boxes.append(t["boxes"].to(dev).reshape(-1, 4).float() / MASK_OUT_STRIDE)
+            tutor.append(t.get("is_tutor", torch.zeros(n, dtype=torch.bool)).to(dev).bool().reshape(n))
             if "pseudo_masks" in t:
                 masks.append(t["pseudo_masks"].to(dev).float().reshape(n, h4, w4))
                 weights.append(t.get("pseudo_weights", torch.ones(n)).to(dev).float().reshape(n))
@@ -163,4 +164,4 @@ class Criterion:
         offsets = torch.cumsum(counts, 0) - counts
         gt_idx = offsets[props.img_idx] + props.gt_idx
         return self.pseudo_loss_fn(mask_logits, gt_idx, torch.cat(masks), torch.cat(weights), torch.cat(valid),
-                                   torch.cat(boxes), iteration=iteration)
+                                   torch.cat(boxes), iteration=iteration, tutor=torch.cat(tutor))

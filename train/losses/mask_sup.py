@@ -10,7 +10,8 @@
   8-neighbourhood whose smoothed same-label probability mu exceeds tau_a, with centres inside the GT box.
 
 The pseudo-mask loss is a seam: `Criterion.pseudo_loss_fn` can be replaced by any callable with the
-`PseudoMaskLoss` signature; the default is `QualityMaskLoss(loss.mask_sup)`.
+`PseudoMaskLoss` signature (`tutor` flags the objects copy-paste added); the default is
+`QualityMaskLoss(loss.mask_sup)`, SIM's is `boxseg.train.losses.sim.SIMMaskLoss`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from boxseg import ops
 
 class PseudoMaskLoss(Protocol):
     def __call__(self, mask_logits: torch.Tensor, gt_idx: torch.Tensor, pseudo_masks: torch.Tensor,
-                 weights: torch.Tensor, valid: torch.Tensor, gt_boxes: torch.Tensor, *, iteration: int = 0
-                 ) -> dict[str, torch.Tensor]: ...
+                 weights: torch.Tensor, valid: torch.Tensor, gt_boxes: torch.Tensor, *, iteration: int = 0,
+                 tutor: torch.Tensor | None = None) -> dict[str, torch.Tensor]: ...
 
 
 def downsample_masks(masks: torch.Tensor, stride: int) -> torch.Tensor:
@@ -154,6 +155,7 @@ class QualityMaskLoss:
         self.cfg.validate()
 
     def __call__(self, mask_logits: torch.Tensor, gt_idx: torch.Tensor, pseudo_masks: torch.Tensor,
-                 weights: torch.Tensor, valid: torch.Tensor, gt_boxes: torch.Tensor, *, iteration: int = 0
-                 ) -> dict[str, torch.Tensor]:
+                 weights: torch.Tensor, valid: torch.Tensor, gt_boxes: torch.Tensor, *, iteration: int = 0,
+                 tutor: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        # Pasted tutors are weighted by their w like every other object (BoxSeg Eq. 1): `tutor` is not read.
         return quality_mask_loss(mask_logits, gt_idx, pseudo_masks, weights, valid, gt_boxes, self.cfg, iteration)

@@ -3,6 +3,8 @@ ignore map W (0 inside the tau_low..tau_high band), so an uncertain pixel teache
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
@@ -10,6 +12,9 @@ from boxseg import ops
 
 from .dice import DICE_EPS
 from .fcos import reduce_mean
+
+if TYPE_CHECKING:
+    from ..pseudo.config import SIMConfig
 
 
 def ignore_band(prob: torch.Tensor, inside: torch.Tensor, tau_low: float = 0.3, tau_high: float = 0.7
@@ -46,7 +51,7 @@ class SIMMaskLoss:
     the low-level losses alone for the warm-up, then switches this loss on at once (no ramp).
     """
 
-    def __init__(self, cfg, warmup_iters: int) -> None:
+    def __init__(self, cfg: SIMConfig, warmup_iters: int) -> None:
         self.cfg = cfg
         self.warmup_iters = int(warmup_iters)
 

@@ -1,6 +1,6 @@
 """Config dataclasses for the teacher-student parts (keys and defaults: docs/method.md "Configuration keys").
 
-The engine composes these into `TrainConfig` as the sections `teacher`, `student`, `qam`, `bpma` and `pc`
+The engine composes these into `TrainConfig` as the sections `teacher`, `student`, `qam`, `bpma`, `sim` and `pc`
 (`TrainConfig.pseudo_labeler` chooses the labeller). `loss.mask_sup` is `MaskSupConfig`, which lives with the loss
 config (`boxseg.train.losses.config`, the field `LossConfig.mask_sup`) and is re-exported here.
 Every field has its documented default; choice fields are `Literal`s (the config loader checks them from the
@@ -17,7 +17,7 @@ from boxseg.train.losses.config import MaskSupConfig
 from boxseg.config import check_choices
 
 __all__ = ["BPMAConfig", "ColorJitterConfig", "GaussianBlurConfig", "GrayscaleConfig", "MaskSupConfig", "PCConfig",
-           "QAMConfig", "StudentAugConfig", "TeacherConfig", "TeacherInputConfig"]
+           "QAMConfig", "SIMConfig", "StudentAugConfig", "TeacherConfig", "TeacherInputConfig"]
 
 
 def _range(section: str, obj: object, name: str, lo: float, hi: float) -> None:
@@ -165,6 +165,42 @@ class BPMAConfig:
 
 
 @dataclass
+class SIMConfig:
+    """SIM's labeller and loss (docs/method.md "SIM"; SIM Sec. 3-4, Table 8)."""
+
+    per_class: int = 10           # L sub-centres per class
+    temperature: float = 1.0      # tau of Eq. 1 (text 0.1, Table 8 1.0): measured choice in configs/sim.yaml
+    sinkhorn_eps: float = 0.05    # not given by SIM; SwAV's value
+    sinkhorn_iters: int = 3
+    proto_momentum: float = 0.999
+    mu: float = 5.0               # Eq. 6
+    alpha: float = 0.5            # Eq. 7
+    tau_low: float = 0.3
+    tau_high: float = 0.7
+    lambda_pseudo: float = 0.5    # Eq. 10's lambda_1
+    lambda_paste: float = 1.0     # Eq. 10's lambda_2
+    # iou_weighted: Eq. 6 over the teacher's positives; qam: QAM's fused mask (BoxSeg Table 6 "SIM + PC + QAM")
+    instance_map: Literal["iou_weighted", "qam"] = "iou_weighted"
+    max_positives: int = 64       # per GT, the best-overlapping ones (bounds the dynamic-head work)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        check_choices(self, "config key sim.")
+        for name in ("alpha", "tau_low", "tau_high", "proto_momentum"):
+            _range("sim", self, name, 0.0, 1.0)
+        if not self.tau_low < self.tau_high:
+            raise ValueError(f"config keys sim.tau_low/tau_high: got {self.tau_low}/{self.tau_high}, expected "
+                             "tau_low < tau_high")
+        if min(self.per_class, self.sinkhorn_iters, self.max_positives) < 1 or min(self.temperature,
+                                                                                self.sinkhorn_eps) <= 0:
+            raise ValueError("config keys sim.per_class/sinkhorn_iters/max_positives must be >= 1 and "
+                             f"sim.temperature/sinkhorn_eps > 0; got {self.per_class}/{self.sinkhorn_iters}/"
+                             f"{self.max_positives}, {self.temperature}/{self.sinkhorn_eps}")
+
+
+@dataclass
 class PCConfig:
     enabled: bool = True
     bank_size: int = 80
@@ -176,7 +212,8 @@ class PCConfig:
     pastes_per_image: int = 1
     learner_sampling: Literal["uniform", "inverse_quality"] = "uniform"
     placement: Literal["overlap", "random"] = "overlap"  # random: Table 5 ablation arm
-    selection: Literal["quality", "random"] = "quality"  # random: Table 5 ablation arm
+    # random: Table 5 ablation arm; importance: any valid object, drawn in proportion to its w (SIM Eq. 11)
+    selection: Literal["quality", "random", "importance"] = "quality"
     rho_min_visible: float = 0.5
     min_visible_frac: float = 0.0  # drop an occluded object when its visible fraction <= this
     max_tries: int = 10

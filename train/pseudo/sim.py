@@ -14,6 +14,7 @@ and the mask loss that honours it are in `boxseg.train.losses.sim`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from boxseg.ops import box_iou
 from ..losses.fcos import assign_image, level_ranges
 from ..losses.sim import ignore_band
 from .common import box_masks, weighted_fusion
+from .config import SIMConfig
 
 
 def sinkhorn(scores: torch.Tensor, eps: float, iters: int = 3) -> torch.Tensor:
@@ -175,13 +177,14 @@ def positives(locations: torch.Tensor, strides: torch.Tensor, levels: torch.Tens
 
 
 def sim_label(z: torch.Tensor, protos: Prototypes, pos_probs: torch.Tensor, pos_ious: torch.Tensor,
-              pos_gt: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor, cfg, mask_stride: int = 4,
+              pos_gt: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor, cfg: SIMConfig,
+              mask_stride: int = 4,
               instance: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """SIM's pseudo labels for one image (Eqs. 1, 6, 7 and the ignore band), teacher frame, mask grid.
 
     z (D, h, w) normalised mask features on the mask grid; pos_* the positives of `positives` with their mask
     probabilities (P, h, w); gt_boxes (G, 4) pixels. `instance` = (maps (G, h, w), valid (G,)) replaces M_I (SIM +
-    QAM: QAM's fused masks). cfg: `boxseg.train.pseudo.config.SIMConfig`.
+    QAM: QAM's fused masks).
     Returns masks (G, h, w): the blend M-hat, zero outside the box (the loss derives targets and ignore weights
     from it with the same tau_low/tau_high); weights (G,): Eq. 11's importance S (telemetry, copy-paste sampling);
     valid (G,); plus the semantic map's share of the foreground for telemetry.
@@ -201,3 +204,21 @@ def sim_label(z: torch.Tensor, protos: Prototypes, pos_probs: torch.Tensor, pos_
     target, _ = ignore_band(prob, inside, cfg.tau_low, cfg.tau_high)
     return {"masks": prob, "weights": importance(prob, target) * valid, "valid": valid,
             "foreground": target.bool() & valid[:, None, None]}
+
+
+@dataclass
+class SIMLabeller:
+    """What SIM's labelling keeps between iterations: its settings and the class prototypes. `learn`: update the
+    prototypes from each labelled image (training); off, it only labels. Prototypes are per process (not
+    all-reduced under DDP): each rank's follow the images it sees."""
+
+    cfg: SIMConfig
+    protos: Prototypes
+    learn: bool = True
+    generator: torch.Generator | None = None
+
+    @classmethod
+    def create(cls, cfg: SIMConfig, num_classes: int, feature_dim: int, seed: int = 0) -> SIMLabeller:
+        protos = Prototypes(num_classes, feature_dim, cfg.per_class, cfg.proto_momentum, cfg.temperature,
+                            cfg.sinkhorn_eps, cfg.sinkhorn_iters)
+        return cls(cfg, protos, True, torch.Generator().manual_seed(seed))
