@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from boxseg.train.copy_paste import MemoryBank, Tutor
 from boxseg.train.losses.sim import ignore_band, ignore_bce_dice
 from boxseg.train.pseudo.common import box_masks
 from boxseg.train.pseudo.config import QAMConfig
@@ -17,7 +18,6 @@ from boxseg.train.pseudo.sim import (
     importance,
     instance_map,
     positives,
-    sample_instances,
     self_correct,
     sim_label,
     sinkhorn,
@@ -151,19 +151,22 @@ def test_importance_and_sampling() -> None:
     prob = torch.tensor([[0.9, 0.8, 0.2], [0.4, 0.4, 0.4]])
     target = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     torch.testing.assert_close(importance(prob, target), torch.tensor([0.85, 0.0]))
-    # A quarter of the instances, at least 1, at most 3.
-    assert [sample_instances(torch.ones(k)).numel() for k in (0, 1, 3, 8, 10, 40)] == [0, 1, 1, 2, 2, 3]
-    # Zero importance is never drawn while another instance has some.
-    scores = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    # SIM's copy-paste draws tutors in proportion to S: zero importance is never drawn while another has some,
+    # and over many draws the frequencies follow the weights (seeded, so deterministic).
+    bank = MemoryBank(8)
+    for w in (0.0, 1.0, 3.0, 0.0):
+        bank.push(Tutor(patch=torch.zeros(3, 1, 1, dtype=torch.uint8), mask=torch.ones(1, 1, dtype=torch.bool),
+                        cls=0, w=w, scale=1.0))
     gen = torch.Generator().manual_seed(0)
-    assert all(sorted(sample_instances(scores, gen).tolist()) == [2, 3] for _ in range(20))
-    # Probability grows with S: over many single draws the frequencies follow 1:3 (seeded, so deterministic).
-    counts = torch.zeros(2)
+    counts = {0.0: 0, 1.0: 0, 3.0: 0}
     for _ in range(2000):
-        counts[sample_instances(torch.tensor([1.0, 3.0]), gen)] += 1
-    assert 0.70 < float(counts[1] / counts.sum()) < 0.80
-    # All-zero importance: uniform, still a draw.
-    assert sample_instances(torch.zeros(4), gen).numel() == 1
+        counts[bank.sample(gen, weighted=True).w] += 1
+    assert counts[0.0] == 0 and 0.70 < counts[3.0] / 2000 < 0.80
+    # All-zero weights: a uniform draw, still a draw.
+    flat = MemoryBank(2)
+    flat.push(Tutor(patch=torch.zeros(3, 1, 1, dtype=torch.uint8), mask=torch.ones(1, 1, dtype=torch.bool), cls=0,
+                    w=0.0, scale=1.0))
+    assert flat.sample(gen, weighted=True).w == 0.0
 
 
 def test_soft_gate_tends_to_the_hard_gate() -> None:

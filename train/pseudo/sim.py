@@ -6,7 +6,7 @@ One image, teacher frame, mask grid of the dynamic head:
   - `Prototypes.semantic_map`: M_S of Eq. 1, the class's map given to every object of that class;
   - `instance_map`: M_I of Eq. 6, the exp(mu * IoU)-weighted mean of the masks predicted at a GT's positives;
   - `self_correct`: Eq. 7, (1 - alpha) M_S + alpha M_I;
-  - `importance`: Eq. 11's S_k, which SIM's copy-paste samples instances by.
+  - `importance`: Eq. 11's S_k, which SIM's copy-paste draws tutors by (`MemoryBank.sample(weighted=True)`).
 The ignore band (hard targets where the blend is >= tau_high or <= tau_low, weight 0 in between: Eq. 8's W)
 and the mask loss that honours it are in `boxseg.train.losses.sim`.
 """
@@ -140,19 +140,6 @@ def importance(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     cnt = fg.flatten(1).sum(1)
     tot = (prob * fg).flatten(1).sum(1)
     return torch.where(cnt > 0, tot / cnt.clamp_min(1).to(prob.dtype), torch.zeros_like(tot))
-
-
-def sample_instances(scores: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """SIM's copy-paste draw: a quarter of an image's instances, at least 1 and at most 3, without replacement and
-    with probability proportional to S (uniform when every S is 0). scores (K,) -> chosen indices."""
-    k = scores.shape[0]
-    if k == 0:
-        return torch.zeros(0, dtype=torch.long)
-    n = min(3, max(1, round(k / 4)), k)
-    p = scores.detach().double().cpu().clamp_min(0)
-    if float(p.sum()) <= 0:
-        p = torch.ones_like(p)
-    return torch.multinomial(p, n, replacement=False, generator=generator)
 
 
 def positives(locations: torch.Tensor, strides: torch.Tensor, levels: torch.Tensor, pred_boxes: torch.Tensor,
