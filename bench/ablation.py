@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -41,6 +42,9 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 # Rows that are two steps: label the train split with one preset's checkpoint of the same seed (`boxseg label`),
 # then train another preset on those labels with the same protocol (issue: masks for your boxes, BoxCaseg-style).
 DERIVED = {"label+condinst": ("boxseg", "condinst")}
+# A row may also be a preset with its own overrides, "boxseg[qam.gate=soft;qam.soft_gate_power=2]": the same protocol
+# with those keys changed (BoxSeg + PAIS's soft gate, BoxSeg + w^4, ...). Its runs live under a folder of that name.
+VARIANT = re.compile(r"^([A-Za-z0-9_]+)\[([^\]]*)\]$")
 KEYS = ["preset"]
 PLOT = {"kind": "bar", "x": "preset", "y": ["AP_mean", "AP50_mean", "AP75_mean"],
         "title": "mask AP on the synthetic bench split (mean over seeds)", "ylabel": "mask AP (%)"}
@@ -184,7 +188,7 @@ def train_and_evaluate(preset: str, config: str | None, seed: int, data: Path, o
                        name: str | None = None) -> dict[str, Any]:
     """One run, or its saved result when ``result.json`` exists. ``train_dir`` replaces the split's train folder
     and ``name`` the row (and run folder) name, for derived rows."""
-    run_dir = out / "runs" / (name or preset) / f"seed{seed}"
+    run_dir = out / "runs" / run_folder(name or preset) / f"seed{seed}"
     result_path = run_dir / "result.json"
     cfg = run_config(preset, config, seed, data, run_dir, iters, device, threads, overrides, train_dir)
     fingerprint = config_fingerprint(cfg)
@@ -303,7 +307,9 @@ def run_ablation(presets: list[str], config: str | None, seeds: int, iters: int 
                 result = train_and_evaluate(target, config, seed, data, out, iters, device, threads, overrides, say,
                                             train_dir=labels, name=preset)
             else:
-                result = train_and_evaluate(preset, config, seed, data, out, iters, device, threads, overrides, say)
+                base, own = split_variant(preset)
+                result = train_and_evaluate(base, config, seed, data, out, iters, device, threads, [*overrides, *own],
+                                            say, name=preset if own else None)
             per_preset.setdefault(preset, []).append(result)
     rows = [aggregate(p, res) for p, res in per_preset.items()]
     add_paired_differences(rows, per_preset)
@@ -329,8 +335,8 @@ TELEMETRY_PLOT = [
 def protocol(preset: str, overlay: str | None, iters: int | None, overrides: list[str]) -> dict[str, Any]:
     """The training protocol every run shares, read from the config a run of the first preset gets (run_config;
     the paths, seed and device do not enter it), for the report."""
-    cfg = run_config(DERIVED.get(preset, (preset,))[-1], overlay, 0, Path("."), Path("."), iters, "cpu", 0,
-                     overrides)
+    base, own = split_variant(DERIVED.get(preset, (preset,))[-1])
+    cfg = run_config(base, overlay, 0, Path("."), Path("."), iters, "cpu", 0, [*overrides, *own])
     return {"max_iter": cfg.solver.max_iter, "ims_per_batch": cfg.solver.ims_per_batch, "lr": cfg.solver.lr,
             "steps": list(cfg.solver.steps), "eval_every": cfg.runtime.eval_every,
             "train_scales": list(cfg.input.train_scales), "test_size": cfg.input.test_size,
@@ -339,15 +345,29 @@ def protocol(preset: str, overlay: str | None, iters: int | None, overrides: lis
             "ema_warmup": cfg.teacher.ema_warmup}
 
 
+def split_variant(name: str) -> tuple[str, list[str]]:
+    """A row name -> (preset, its own key=value overrides): "boxseg[a=1;b=2]" -> ("boxseg", ["a=1", "b=2"])."""
+    m = VARIANT.match(name)
+    if not m:
+        return name, []
+    return m.group(1), [kv.strip() for kv in m.group(2).split(";") if kv.strip()]
+
+
+def run_folder(name: str) -> str:
+    """A row name as a folder name: '[', ']', '=' and ';' become readable separators."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name.replace("[", "+").replace("]", "").replace(";", "+"))
+
+
 def parse_presets(text: str) -> list[str]:
     from boxseg.train.config import ConfigError, preset_path
 
-    names = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    # Commas inside [...] belong to a variant's overrides, not to the list.
+    names = list(dict.fromkeys(p.strip() for p in re.split(r",(?![^\[]*\])", text) if p.strip()))
     if not names:
         raise click.BadParameter("no preset given", param_hint="--presets")
     for name in names:
         try:
-            for part in DERIVED.get(name, (name,)):
+            for part in DERIVED.get(name, (split_variant(name)[0],)):
                 preset_path(part)
         except ConfigError as exc:
             raise click.BadParameter(str(exc), param_hint="--presets") from exc
@@ -361,17 +381,21 @@ def check_config(presets: list[str], overlay: str | None, overrides: list[str]) 
     from boxseg.cli import check_overrides
 
     check_overrides(overrides)
-    for preset in (p for name in presets for p in DERIVED.get(name, (name,))):
-        try:
-            load_config(preset, overlay, overrides)
-        except ConfigError as exc:
-            raise click.UsageError(f"preset {preset}: {exc}") from exc
+    for name in presets:
+        for preset in DERIVED.get(name, (name,)):
+            base, own = split_variant(preset)
+            try:
+                check_overrides(own)
+                load_config(base, overlay, [*overrides, *own])
+            except (ConfigError, click.UsageError) as exc:
+                raise click.UsageError(f"preset {preset}: {exc}") from exc
 
 
 @click.command("ablation", help="Train presets over seeds on the synthetic bench split; AP table and chart.")
 @click.option("--presets", "presets_text", default=DEFAULT_PRESETS, show_default=True,
               help="Comma-separated training presets, and label+condinst (label the train split with the boxseg "
-                   "run of the same seed, then train condinst on those labels).")
+                   "run of the same seed, then train condinst on those labels), and variants: a preset with its "
+                   "own overrides, e.g. 'boxseg[qam.gate=soft;loss.mask_sup.weight_exponent=4]'.")
 @click.option("--config", "config", default="synthetic_cpu", show_default=True,
               help="Config overlay (YAML file or shipped name) applied over every preset; 'none' for the bare "
                    "presets (their COCO recipe).")

@@ -173,3 +173,33 @@ def test_run_fingerprints_are_stable(preset: str, iters: int | None, overrides: 
 
     cfg = run_config(preset, "synthetic_cpu", 1, Path("/d"), Path("/r"), iters, "cpu", 2, overrides)
     assert config_fingerprint(cfg) == fingerprint
+
+
+def test_variant_rows_train_a_preset_with_their_own_overrides(tmp_path: Path) -> None:
+    """'boxinst[solver.lr=0.02]' is boxinst with that key changed, in its own row and folder; a bad key in a variant
+    fails before any training."""
+    from boxseg.bench.ablation import parse_presets, run_folder, split_variant
+
+    assert parse_presets("boxinst,boxseg[qam.gate=soft;qam.soft_gate_power=2],sim") == [
+        "boxinst", "boxseg[qam.gate=soft;qam.soft_gate_power=2]", "sim"]
+    assert split_variant("boxseg[qam.gate=soft; loss.mask_sup.weight_exponent=4]") == (
+        "boxseg", ["qam.gate=soft", "loss.mask_sup.weight_exponent=4"])
+    assert split_variant("boxinst") == ("boxinst", [])
+    assert run_folder("boxseg[qam.gate=soft;qam.soft_gate_power=2]") == "boxseg+qam.gate_soft+qam.soft_gate_power_2"
+    from boxseg.data.synth import generate_bench
+
+    data = tmp_path / "split"
+    generate_bench(data, size=(64, 64), num_train=4, num_val=2, progress=False)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["bench", "ablation", "--presets", "boxinst[solver.lr=0.02]", "--seeds", "1",
+                                  "--iters", "1", "--data", str(data), "--out", str(out), "--json", *TINY],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [row["preset"] for row in doc["rows"] if row["kind"] == "trained"] == ["boxinst[solver.lr=0.02]"]
+    run_dir = out / "runs" / "boxinst+solver.lr_0.02" / "seed0"
+    assert json.loads((run_dir / "result.json").read_text())["preset"] == "boxinst[solver.lr=0.02]"
+    assert "lr: 0.02" in (run_dir / "config.yaml").read_text()
+    bad = CliRunner().invoke(main, ["bench", "ablation", "--presets", "boxinst[solver.no_such_key=1]", "--seeds",
+                                    "1", "--data", str(data), "--out", str(tmp_path / "bad"), *TINY])
+    assert bad.exit_code == 2 and "no_such_key" in bad.output and not (tmp_path / "bad" / "runs").exists()
