@@ -124,6 +124,12 @@ def profile_steps(trainers: dict[str, Any], warmup: int, iters: int, device: str
 # ---------------------------------------------------------------------------------------------- summarising
 
 
+def _loadavg() -> list[float] | None:
+    import os
+
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
 def _median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
@@ -238,6 +244,7 @@ def run_profile(presets: list[str], config: str | None, batch: int, imgsz: int, 
             "threads": threads, "data": str(data), "overrides": overrides}
     say(f"bench train --profile: {', '.join(presets)}; batch {batch}, {imgsz} px, {warmup} + {iters} steps each, "
         "interleaved")
+    load_start = _loadavg()
     with tempfile.TemporaryDirectory(prefix="boxseg-bench-profile-") as tmp:
         trainers = build_trainers(presets, spec, Path(tmp), weights)
         import torch
@@ -251,7 +258,8 @@ def run_profile(presets: list[str], config: str | None, batch: int, imgsz: int, 
             "warmup": warmup, "device": device, "threads": threads_used, "overrides": overrides,
             "weights": weights, "ops": "fused" if boxseg.ops.fused_available(device) else "reference",
             "keys": ["preset"], "stages": STAGES,
-            "statistic": "median over the profiled steps; share = stage median / step median"}
+            "statistic": "median over the profiled steps; share = stage median / step median",
+            "loadavg_start": load_start, "loadavg_end": _loadavg()}  # the 1/5/15-minute load of a shared machine
     plot = {"kind": "stacked", "x": "preset", "y": stage_cols, "title": "where a training step goes (median)",
             "ylabel": "ms per step"}
     columns = ["preset", "step_ms", "x_boxinst", "compute_ms", "x_boxinst_compute", *stage_cols,
