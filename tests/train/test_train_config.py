@@ -191,8 +191,7 @@ def test_teacher_student_sections_are_part_of_the_config():
 
 
 @pytest.mark.parametrize("override, allowed", [
-    ("pseudo_labeler=sim", "one of ['qam', 'bpma', 'none']"),  # not implemented: not a choice
-    ("pseudo_labeler=boxcaseg", "one of ['qam', 'bpma', 'none']"),
+    ("pseudo_labeler=boxcaseg", "one of ['qam', 'bpma', 'sim', 'none']"),  # not implemented: not a choice
     ("pc.bank_scope=global", "one of ['per_gpu']"),
     ("qam.stages=all", "one of ['bqr', 'bqr_qmf', 'full']"),
 ])
@@ -210,8 +209,8 @@ def test_direct_construction_checks_choices_too():
         QAMConfig(stages="all")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"pc\.bank_scope"):
         PCConfig(bank_scope="global")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="config key pseudo_labeler: got 'sim'"):
-        TrainConfig(pseudo_labeler="sim")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="config key pseudo_labeler: got 'boxcaseg'"):
+        TrainConfig(pseudo_labeler="boxcaseg")  # type: ignore[arg-type]
 
 
 def test_with_overrides_takes_typed_values_and_checks_them():
