@@ -199,9 +199,9 @@ def train_and_evaluate(preset: str, config: str | None, seed: int, data: Path, o
                                    "--config, data or overrides); use another --out, or delete that run folder")
         log(f"bench ablation: {preset} seed {seed}: done before, reading {result_path}")
         return saved
-    from boxseg.train.evaluate import evaluate_checkpoint
     from boxseg.train.loop import Trainer
 
+    from boxseg.eval.predict import evaluate_checkpoint
     from boxseg.tempfiles import write_atomic
 
     log(f"bench ablation: {preset} seed {seed}: training {cfg.solver.max_iter} iterations in {run_dir}")

@@ -5,7 +5,7 @@ Stages, in order (each uses the other parts' Python APIs; none is re-implemented
   data       synthetic COCO train/val folders                 boxseg.data.synth.generate_bench
   baselines  mask AP of box-fill and ellipse masks on val     boxseg.eval.baselines
   train      the preset (default ``boxseg``), briefly, on CPU boxseg.train.loop.Trainer
-  eval       mask and box AP of the trained student on val    boxseg.train.evaluate.evaluate_checkpoint
+  eval       mask and box AP of the trained student on val    boxseg.eval.predict.evaluate_checkpoint
   label      masks for the val boxes, scored against GT       boxseg.train.label, boxseg.eval.labels
   export     ONNX with verification against PyTorch           boxseg.export.api.export
   predict    the runtime on the val images: overlays + AP     boxseg.runtime.Predictor

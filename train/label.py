@@ -140,9 +140,9 @@ class Labeller:
         self.tau_pixel = float(self.qam_cfg.tau_pixel)
 
     def _load(self, checkpoint: str | Path) -> None:
-        from boxseg.train.evaluate import model_from_checkpoint
+        from boxseg.eval.predict import checkpoint_model
 
-        model, cfg, ckpt = model_from_checkpoint(checkpoint, "cpu")
+        model, cfg, ckpt = checkpoint_model(checkpoint, "cpu")
         if ckpt.get("teacher") is not None:
             load_model_weights(model, ckpt["teacher"], checkpoint, what="teacher")
             self.model_source = "teacher"

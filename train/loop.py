@@ -397,7 +397,7 @@ class Trainer:
         return result
 
     def _evaluate_model(self, model: nn.Module) -> dict[str, Any]:
-        from boxseg.train.evaluate import evaluate_model
+        from boxseg.eval.predict import evaluate_model
 
         was_training = model.training
         try:

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from boxseg.export.errors import ExportError
 from boxseg.export.images import read_rgb as export_read_rgb
-from boxseg.train.predict import read_image as predict_read_image
 from PIL import Image
 
 from boxseg.data.coco import CocoDataset
 from boxseg.data.errors import DataError
 from boxseg.data.images import read_rgb, read_size
+from boxseg.eval.predict_folder import read_image as predict_read_image
 
 H, W = 12, 20
 

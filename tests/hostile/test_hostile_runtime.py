@@ -60,8 +60,8 @@ def test_pytorch_predictor_batch_equals_single_images() -> None:
     import torch
     from boxseg.train.config import InputConfig
     from boxseg.train.data import eval_transform
-    from boxseg.train.evaluate import _predict_views, predict_images
 
+    from boxseg.eval.predict import _predict_views, predict_images
     from boxseg.model.condinst import CondInst
     from boxseg.model.config import ModelConfig
 

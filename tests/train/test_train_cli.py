@@ -51,7 +51,7 @@ def test_cli_resume_from_run_folder_alone(trained_run, tiny_data):
 
 
 def test_evaluate_checkpoint_and_predict(trained_run, tiny_data, tmp_path):
-    from boxseg.train.evaluate import evaluate_checkpoint
+    from boxseg.eval.predict import evaluate_checkpoint
 
     out, _ = trained_run
     ckpt = out / "checkpoints" / "last.pt"

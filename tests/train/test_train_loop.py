@@ -148,9 +148,8 @@ def test_overfit_beats_an_untrained_model(tmp_path, make_cfg, synth_dataset):
     Measured without photometric jitter over seeds 0-4 at 1 thread: bbox AP 39-73 (untrained <= 1.4), segm AP
     8.5-17.3 (untrained 0); the loss ratios are in the comment below. The AP margins are about a quarter of the
     smallest gap: another CPU rounds differently and follows another trajectory, which is what another seed does."""
-    from boxseg.train.evaluate import evaluate_model
-
     from boxseg.data.coco import CocoDataset
+    from boxseg.eval.predict import evaluate_model
     from boxseg.model.condinst import CondInst
 
     data = synth_dataset(tmp_path / "d", 4, 64, seed=3)
