@@ -13,7 +13,7 @@ import torch
 from boxseg.export import nms as _nms
 from torch import nn
 
-OUTPUT_NAMES = ("boxes", "scores", "classes", "masks", "num_dets")
+from boxseg.contract import OUTPUT_NAMES  # noqa: F401  (the graph's output names; re-exported for export/)
 
 
 class ExportModule(nn.Module):
