@@ -263,6 +263,8 @@ def compare_detections(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], t
     if worst["score_abs_err"] > tol.score_abs:
         failures.append(f"score error {worst['score_abs_err']:.3g} > {tol.score_abs}")
     at = "" if q == 0 else f" ({100 * q:g}% quantile)"
+    if tol.min_score and compared == 0:
+        failures.append(f"nothing to compare: no detection of the reference scores >= {tol.min_score:g}")
     if worst["min_mask_iou"] < tol.mask_iou:
         failures.append(f"mask IoU {worst['min_mask_iou']:.4f} < {tol.mask_iou}{at}")
     if tol.box_iou is not None and worst["min_box_iou"] < tol.box_iou_judged:
