@@ -44,9 +44,9 @@ from boxseg.bench.timing import PeakMemory, summarize
 BACKENDS = ("torch", "ort", "runtime", "openvino", "tensorrt")
 KEYS = ["backend", "device", "size", "batch"]
 TARGETS = {"runtime_over_ort_infer": 1.10, "runtime_post_share": 0.05, "torch_over_runtime": 1.3}
-TABLE_COLUMNS = ["backend", "device", "status", "size", "batch", "p50_ms", "p90_ms", "p99_ms", "img_s",
-                 "pre_ms", "infer_ms", "post_ms", "dets", "peak_mb"]
-TABLE_HEADERS = {"backend": "Backend", "device": "Device", "status": "Status", "size": "Size", "batch": "Batch",
+TABLE_COLUMNS = ["model", "backend", "device", "status", "size", "batch", "p50_ms", "p90_ms", "p99_ms", "img_s",
+                 "pre_ms", "infer_ms", "post_ms", "dets", "peak_mb", "spread"]
+TABLE_HEADERS = {"model": "Model", "spread": "p50 spread over rounds", "backend": "Backend", "device": "Device", "status": "Status", "size": "Size", "batch": "Batch",
                  "p50_ms": "p50 ms", "p90_ms": "p90 ms", "p99_ms": "p99 ms", "img_s": "img/s",
                  "pre_ms": "pre ms", "infer_ms": "infer ms", "post_ms": "post ms", "dets": "dets/img",
                  "peak_mb": "peak MB"}
@@ -156,8 +156,9 @@ def make_backends(model: Path, names: list[str], threads: int, sizes: list[int],
     return out
 
 
-def measure_one(backend: Backend, size: int, batch: int, iters: int, warmup: int) -> dict[str, Any]:
-    """Time one backend at one size x batch; returns the row's metric fields."""
+def time_batches(backend: Backend, size: int, batch: int, iters: int, warmup: int) -> dict[str, Any]:
+    """Time one backend at one size x batch: the raw samples (end-to-end and stage ms, detections per image) and
+    the peak memory."""
     backend.prepare(size, batch)
     images = synthetic_images(size, batch)
     cuda = backend.device.startswith("cuda")
@@ -178,53 +179,104 @@ def measure_one(backend: Backend, size: int, batch: int, iters: int, warmup: int
                     samples.append(float(out[k]))
             if out.get("dets") is not None:
                 dets.append(float(out["dets"]) / batch)
+    return {"e2e": e2e, "stages": stages, "dets": dets, "peak_mb": mem.mb}
+
+
+def measure_one(backend: Backend, size: int, batch: int, iters: int, warmup: int) -> dict[str, Any]:
+    """Time one backend at one size x batch (one round); returns the row's metric fields."""
+    return summarize_rounds([time_batches(backend, size, batch, iters, warmup)], batch)
+
+
+def summarize_rounds(rounds: list[dict[str, Any]], batch: int) -> dict[str, Any]:
+    """The row's metric fields from one or more rounds of `time_batches`: statistics over the pooled samples, and
+    with several rounds each round's p50 and their spread ((max - min) / median), which says how far one sample of
+    `iters` batches can be trusted on this machine."""
+    e2e = [v for r in rounds for v in r["e2e"]]
+    stages = {k: [v for r in rounds for v in r["stages"][k]] for k in ("pre", "infer", "post")}
+    dets = [v for r in rounds for v in r["dets"]]
     st = summarize(e2e)
     med = {k: (float(np.median(v)) if len(v) == len(e2e) else None) for k, v in stages.items()}
+    round_p50 = [summarize(r["e2e"]).p50 for r in rounds]
+    peaks = [r["peak_mb"] for r in rounds if r["peak_mb"] is not None]
     return {
+        "rounds": len(rounds), "round_p50_ms": " ".join(f"{v:.2f}" for v in round_p50),
+        "spread": (max(round_p50) - min(round_p50)) / float(np.median(round_p50)) if len(rounds) > 1 else None,
         "p50_ms": st.p50, "p90_ms": st.p90, "p99_ms": st.p99, "mean_ms": st.mean, "std_ms": st.std,
         "min_ms": st.min, "outliers": st.outliers, "img_s": batch * 1000.0 / st.p50 if st.p50 > 0 else None,
         "pre_ms": med["pre"], "infer_ms": med["infer"], "post_ms": med["post"],
-        "dets": float(np.mean(dets)) if dets else None, "peak_mb": mem.mb,
+        "dets": float(np.mean(dets)) if dets else None, "peak_mb": max(peaks) if peaks else None,
     }
 
 
-def run_latency(model: Path, names: list[str], sizes: list[int], batches: list[int], iters: int, warmup: int,
-                threads: int, log: Any = None) -> list[dict[str, Any]]:
-    """Every backend x size x batch; never raises for a backend that is missing or fails (status says why)."""
+def run_latency(models: list[Path], names: list[str], sizes: list[int], batches: list[int], iters: int,
+                warmup: int, threads: int, log: Any = None, repeats: int = 1) -> list[dict[str, Any]]:
+    """Every model x backend x size x batch; never raises for a backend that is missing or fails (status says
+    why). With ``repeats`` > 1 the whole sweep runs that many rounds, and inside a round every (model, backend) of a
+    size x batch is timed one after the other, starting from a different one each round, so a slow spell of a
+    shared machine hits them alike instead of whichever happened to run then."""
     say = log or (lambda msg: click.echo(msg, err=True))
     rows: list[dict[str, Any]] = []
+    labelled = len(models) > 1
     with tempfile.TemporaryDirectory(prefix="boxseg-bench-") as tmp:
-        for backend in make_backends(model, names, threads, sizes, batches, Path(tmp)):
-            base = {"backend": backend.name, "device": backend.device}
-            ok, reason = backend.available()
-            if not ok:
-                say(f"{backend.name} ({backend.device}): skipped: {reason}")
-                rows.append({**base, "status": f"skipped: {reason}", "size": None, "batch": None,
-                             "threads": None})
-                continue
-            try:
+        live: list[tuple[dict[str, Any], Backend]] = []
+        try:
+            for k, model in enumerate(models):
+                for backend in make_backends(model, names, threads, sizes, batches, Path(tmp) / str(k)):
+                    base = {**({"model": model.name} if labelled else {}), "backend": backend.name,
+                            "device": backend.device}
+                    ok, reason = backend.available()
+                    if not ok:
+                        say(f"{_label(base)}: skipped: {reason}")
+                        rows.append({**base, "status": f"skipped: {reason}", "size": None, "batch": None,
+                                     "threads": None})
+                        backend.close()
+                        continue
+                    live.append((base, backend))
+            samples: dict[tuple[int, int, int], list[dict[str, Any]]] = {}
+            errors: dict[tuple[int, int, int], str] = {}
+            for rnd in range(repeats):
+                for size in sizes:
+                    for batch in batches:
+                        start = rnd % max(1, len(live))
+                        for j in [*range(start, len(live)), *range(start)]:
+                            base, backend = live[j]
+                            key = (j, size, batch)
+                            if key in errors:
+                                continue
+                            say(f"{_label(base)} size {size} batch {batch}"
+                                + (f" (round {rnd + 1}/{repeats})" if repeats > 1 else "") + " ...")
+                            try:
+                                samples.setdefault(key, []).append(time_batches(backend, size, batch, iters, warmup))
+                            except Exception as exc:  # noqa: BLE001 - one failing backend must not end the bench
+                                errors[key] = f"error: {type(exc).__name__}: {str(exc)[:200]}"
+                                say(f"  {errors[key]}")
+            for j, (base, backend) in enumerate(live):
                 for size in sizes:
                     for batch in batches:
                         row = {**base, "status": "ok", "size": size, "batch": batch,
                                "threads": threads if backend.device == "cpu" else None}
-                        say(f"{backend.name} ({backend.device}) size {size} batch {batch} ...")
-                        try:
-                            row.update(measure_one(backend, size, batch, iters, warmup))
-                        except Exception as exc:  # noqa: BLE001 - one failing backend must not end the bench
-                            row["status"] = f"error: {type(exc).__name__}: {str(exc)[:200]}"
-                            say(f"  {row['status']}")
+                        if (j, size, batch) in errors:
+                            row["status"] = errors[(j, size, batch)]
+                        else:
+                            row.update(summarize_rounds(samples[(j, size, batch)], batch))
                         rows.append(row)
-            finally:
+        finally:
+            for _, backend in live:
                 backend.close()
     return rows
 
 
+def _label(base: dict[str, Any]) -> str:
+    return f"{base['model'] + ' ' if 'model' in base else ''}{base['backend']} ({base['device']})"
+
+
 def summarize_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Runtime-issue ratios on CPU per size x batch (see module docstring); None where a backend is missing."""
-    ok = {(r["backend"], r["size"], r["batch"]): r for r in rows if r.get("status") == "ok" and r["device"] == "cpu"}
+    ok = {(r.get("model"), r["backend"], r["size"], r["batch"]): r for r in rows
+          if r.get("status") == "ok" and r["device"] == "cpu"}
     out: dict[str, Any] = {"targets": dict(TARGETS)}
-    for size, batch in sorted({(s, b) for _, s, b in ok}):
-        rt, ort, pt = (ok.get((n, size, batch)) for n in ("runtime", "ort", "torch"))
+    for model, size, batch in sorted({(m, s, b) for m, _, s, b in ok}, key=lambda k: (k[0] or "", k[1], k[2])):
+        rt, ort, pt = (ok.get((model, n, size, batch)) for n in ("runtime", "ort", "torch"))
 
         def ratio(a: float | None, b: float | None) -> float | None:
             return a / b if a is not None and b else None
@@ -248,13 +300,14 @@ def summarize_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "torch_over_runtime": None if entry["torch_over_runtime"] is None
             else entry["torch_over_runtime"] >= TARGETS["torch_over_runtime"],
         }
-        out[f"size{size}_batch{batch}"] = entry
+        out[f"{model + '_' if model else ''}size{size}_batch{batch}"] = entry
     return out
 
 
 @click.command("latency", help="Latency per backend x image size x batch, with a stage breakdown.")
-@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="A checkpoint (.pt) or an exported model (.onnx; .engine/.plan for tensorrt).")
+@click.option("--model", "model_paths", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A checkpoint (.pt) or an exported model (.onnx; .engine/.plan for tensorrt). Repeat it to put "
+                   "models side by side (e.g. the fp32 and int8 exports): rows then carry the model's file name.")
 @click.option("--backends", default=",".join(BACKENDS), show_default=True,
               help=f"Comma-separated subset of {', '.join(BACKENDS)}.")
 @click.option("--imgsz", default="640", show_default=True, help="Comma-separated long-side sizes, e.g. 512,640,800.")
@@ -264,25 +317,32 @@ def summarize_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
               help="Untimed batches before timing.")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="Intra-op threads for every CPU backend [default: the cores this process may use].")
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Rounds of the whole sweep, backends interleaved; rows add each round's p50 and their spread.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the report) instead of the table.")
 @click.option("--out", "out_dir", default="runs/bench/latency", show_default=True, type=click.Path(file_okay=False),
               help="Folder for latency.json/.csv/.md/.png.")
-def cli(model_path: str, backends: str, imgsz: str, batch: str, iters: int, warmup: int, threads: int | None,
-        as_json: bool, out_dir: str) -> None:
+def cli(model_paths: tuple[str, ...], backends: str, imgsz: str, batch: str, iters: int, warmup: int,
+        threads: int | None, repeats: int, as_json: bool, out_dir: str) -> None:
     names = parse_backends(backends)
     sizes = parse_int_list(imgsz, "--imgsz")
     batches = parse_int_list(batch, "--batch")
     threads = threads or usable_cores()
-    rows = run_latency(Path(model_path), names, sizes, batches, iters, warmup, threads)
+    models = [Path(p) for p in dict.fromkeys(model_paths)]
+    if len({m.name for m in models}) < len(models):
+        raise click.BadParameter("models must have different file names (rows are labelled by them)",
+                                 param_hint="--model")
+    rows = run_latency(models, names, sizes, batches, iters, warmup, threads, repeats=repeats)
     summary = summarize_targets(rows)
     from boxseg.bench.machine import machine_info
 
-    meta = {"model": str(model_path), "backends": names, "imgsz": sizes, "batch": batches, "iters": iters,
-            "warmup": warmup, "threads": threads, "keys": KEYS,
+    meta = {"model": ", ".join(str(m) for m in models), "backends": names, "repeats": repeats, "imgsz": sizes, "batch": batches, "iters": iters,
+            "warmup": warmup, "threads": threads, "keys": (["model"] if len(models) > 1 else []) + KEYS,
             "input": "synthetic uint8 RGB, 4:3, long side = size, 20 shapes per image"}
     table = write_report("latency", rows, out_dir, meta, PLOT, summary=summary,
                          machine=machine_info(with_torch="torch" in sys.modules),
-                         columns=TABLE_COLUMNS, headers=TABLE_HEADERS)
+                         columns=[c for c in TABLE_COLUMNS if any(r.get(c) is not None for r in rows)],
+                         headers=TABLE_HEADERS)
     if as_json:
         click.echo(json.dumps(json.loads((Path(out_dir) / "latency.json").read_text()), allow_nan=False))
         return

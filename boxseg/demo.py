@@ -298,9 +298,9 @@ def stage_bench(ctx: DemoContext) -> dict[str, Any]:
 
     p, threads = ctx.plan, ctx.settings.resolved_threads()
     ckpt, onnx_path = ctx.earlier("train")["checkpoint"], ctx.earlier("export")["path"]
-    rows = latency.run_latency(Path(ckpt), ["torch"], [p.size], [1], p.bench_iters, p.bench_warmup, threads,
+    rows = latency.run_latency([Path(ckpt)], ["torch"], [p.size], [1], p.bench_iters, p.bench_warmup, threads,
                                log=ctx.log)
-    rows += latency.run_latency(Path(onnx_path), ["ort", "runtime"], [p.size], [1], p.bench_iters,
+    rows += latency.run_latency([Path(onnx_path)], ["ort", "runtime"], [p.size], [1], p.bench_iters,
                                 p.bench_warmup, threads, log=ctx.log)
     out = ctx.out / "bench"
     meta = {"model": onnx_path, "imgsz": [p.size], "batch": [1],

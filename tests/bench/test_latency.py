@@ -159,3 +159,25 @@ def test_synthetic_images_shape() -> None:
     assert len(imgs) == 3 and imgs[0].shape == (48, 64, 3) and imgs[0].dtype == np.uint8
     assert imgs[0].std() > 10
     assert MAX_DETS > N_VALID
+
+
+def test_models_side_by_side_over_interleaved_rounds(tiny_onnx: Path, tmp_path: Path) -> None:
+    """Two models and --repeats 3: one row per model x backend x size x batch, labelled by the model's file name,
+    with each round's p50 and their spread; the summary's ratios are per model."""
+    import shutil
+
+    from boxseg.bench.latency import run_latency
+
+    onnx = tiny_onnx
+    other = tmp_path / "copy.onnx"
+    shutil.copy(onnx, other)
+    rows = run_latency([onnx, other], ["ort", "runtime"], [96], [1], iters=2, warmup=0, threads=1, repeats=3)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert sorted((r["model"], r["backend"]) for r in ok) == sorted(
+        (m.name, b) for m in (onnx, other) for b in ("ort", "runtime"))
+    for r in ok:
+        rounds = [float(v) for v in r["round_p50_ms"].split()]
+        assert r["rounds"] == 3 and len(rounds) == 3 and r["spread"] >= 0
+        assert min(rounds) - 0.01 <= r["p50_ms"] <= max(rounds) + 0.01  # the pooled median (rounded to 0.01)
+    summary = summarize_targets(rows)
+    assert {k for k in summary if k != "targets"} == {f"{m.name}_size96_batch1" for m in (onnx, other)}
