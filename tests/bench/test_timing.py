@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 from boxseg.bench.machine import cpu_info, library_versions, machine_info
-from boxseg.bench.timing import PeakMemory, Timer, count_outliers, measure, percentile, summarize
+from boxseg.bench.timing import Timer, count_outliers, measure, percentile, summarize
 
 
 def test_summarize_matches_numpy() -> None:
@@ -71,18 +71,35 @@ def test_timer_reads_the_clock_after_sync_on_entry_and_exit(monkeypatch) -> None
     assert t.elapsed_ns == 20_500_000 and t.ms == 20.5
 
 
+PEAK_PROBE = """
+import json
+import numpy as np
+from boxseg.bench.timing import PeakMemory
+with PeakMemory() as small:
+    pass
+with PeakMemory() as mem:
+    block = np.ones(12_500_000)  # 100 MiB, touched
+    del block
+print(json.dumps({"exact": mem.cpu_exact, "small": small.cpu_mb, "block": mem.cpu_mb, "cuda": mem.cuda_mb,
+                  "mb": mem.mb}))
+"""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RSS peak via /proc is Linux-only")
 def test_peak_memory_sees_a_block_allocation() -> None:
-    with PeakMemory() as small:
-        pass
-    with PeakMemory() as mem:
-        block = np.ones(12_500_000)  # 100 MiB, touched
-        del block
-    if not mem.cpu_exact:
+    """In a fresh process: in the test process, threads that earlier tests left behind (thread pools, a session
+    being torn down) may allocate during the block, and under load they often do (seen once in a full-suite run
+    beside a training job)."""
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", PEAK_PROBE], capture_output=True, text=True, timeout=300, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    if not got["exact"]:
         pytest.skip("this kernel refused the VmHWM reset; only lifetime peaks are available")
-    assert 90.0 <= mem.cpu_mb <= 400.0
-    assert small.cpu_mb < 50.0
-    assert mem.cuda_mb is None and mem.mb == mem.cpu_mb
+    assert 90.0 <= got["block"] <= 400.0
+    assert got["small"] < 50.0
+    assert got["cuda"] is None and got["mb"] == got["block"]
 
 
 def test_machine_info_fields() -> None:
