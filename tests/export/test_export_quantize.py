@@ -114,6 +114,104 @@ def test_plan_rejects_unnamed_nodes() -> None:
         plan_int8(proto)
 
 
+def _conv_chain(nms_tail: bool = False) -> onnx.ModelProto:
+    """x -> Conv c1 -> Clip -> Conv c2 -> residual Add(c2, clip) -> Relu -> Resize(sizes from Shape) -> Conv c3
+    -> Add(constant) -> Relu (float input, read only by Conv c4) -> Conv c4 -> Mul(constant) -> Relu (read by a
+    float op) -> y; with `nms_tail`, a NonMaxSuppression whose output feeds a Relu."""
+    rng = np.random.default_rng(2)
+
+    def w(name: str, cout: int, cin: int, k: int = 3) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal((cout, cin, k, k)) * 0.3).astype(np.float32), name)
+
+    inits = [w("model.c1.weight", 8, 3), w("model.c2.weight", 8, 8), w("model.c3.weight", 8, 8),
+             w("model.c4.weight", 4, 8, 1), numpy_helper.from_array(np.float32(0), "zero"),
+             numpy_helper.from_array(np.float32(6), "six"),
+             numpy_helper.from_array(rng.standard_normal((1, 8, 1, 1)).astype(np.float32), "shift"),
+             numpy_helper.from_array(np.full((1, 4, 1, 1), 0.5, np.float32), "scale"),
+             numpy_helper.from_array(np.array([2, 3], np.int64), "hw_axes"),
+             numpy_helper.from_array(np.array([1, 1], np.int64), "one_one"),
+             numpy_helper.from_array(np.array([2, 2], np.int64), "two_two")]
+    pad = {"pads": [1, 1, 1, 1]}
+    nodes = [
+        oh.make_node("Conv", ["x", "model.c1.weight"], ["c1"], name="c1", **pad),
+        oh.make_node("Clip", ["c1", "zero", "six"], ["clip"], name="clip"),
+        oh.make_node("Conv", ["clip", "model.c2.weight"], ["c2"], name="c2", **pad),
+        oh.make_node("Add", ["c2", "clip"], ["res"], name="add_res"),
+        oh.make_node("Relu", ["res"], ["r1"], name="relu_after_add"),
+        oh.make_node("Shape", ["r1"], ["r1_shape"], name="shape"),
+        oh.make_node("Gather", ["r1_shape", "hw_axes"], ["r1_hw"], name="gather_hw"),
+        oh.make_node("Mul", ["r1_hw", "two_two"], ["up_hw"], name="up_hw"),
+        oh.make_node("Slice", ["r1_shape", "zero_i", "two_i"], ["r1_nc"], name="slice_nc"),
+        oh.make_node("Concat", ["r1_nc", "up_hw"], ["up_size"], name="concat_size", axis=0),
+        oh.make_node("Resize", ["r1", "", "", "up_size"], ["up"], name="resize", mode="nearest"),
+        oh.make_node("Conv", ["up", "model.c3.weight"], ["c3"], name="c3", **pad),
+        oh.make_node("Add", ["c3", "shift"], ["c3_shift"], name="add_const"),
+        oh.make_node("Relu", ["c3_shift"], ["r2"], name="relu_feeds_int8"),
+        oh.make_node("Conv", ["r2", "model.c4.weight"], ["c4"], name="c4"),
+        oh.make_node("Mul", ["c4", "scale"], ["c4_scaled"], name="mul_float"),
+        oh.make_node("Relu", ["c4_scaled"], ["y"], name="relu_feeds_float"),
+    ]
+    inits += [numpy_helper.from_array(np.array([0], np.int64), "zero_i"),
+              numpy_helper.from_array(np.array([2], np.int64), "two_i")]
+    outputs = [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "h", "w"])]
+    if nms_tail:
+        inits.append(numpy_helper.from_array(np.array([4], np.int64), "max_out"))
+        nodes += [oh.make_node("ReduceMean", ["y"], ["boxes"], name="boxes", keepdims=0, axes=[3]),
+                  oh.make_node("NonMaxSuppression", ["boxes", "boxes", "max_out"], ["keep"], name="nms"),
+                  oh.make_node("Cast", ["keep"], ["keep_f"], name="cast", to=TensorProto.FLOAT),
+                  oh.make_node("Relu", ["keep_f"], ["keep_r"], name="relu_after_nms")]
+        outputs.append(oh.make_tensor_value_info("keep_r", TensorProto.FLOAT, ["n", 3]))
+    graph = oh.make_graph(nodes, "chain", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                          outputs, inits)
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_glue_ops_between_quantized_convs_are_chosen() -> None:
+    from boxseg.export.quantize import glue_nodes, plan_int8
+
+    proto = _conv_chain(nms_tail=True)
+    onnx.checker.check_model(proto)
+    convs, _ = plan_int8(proto, keep_float_scopes=())
+    assert convs == ["c1", "c2", "c3", "c4"]
+    # the Add of a constant, the shape computation (Concat of shape tensors), the Relu after a float Mul that only
+    # float ops read, and everything after NMS stay float
+    assert glue_nodes(proto, convs) == ["clip", "add_res", "relu_after_add", "resize", "relu_feeds_int8"]
+    # with c2 float the residual Add (and what follows it) loses an int8 input; the Relu before c4 still qualifies
+    assert glue_nodes(proto, ["c1", "c3", "c4"]) == ["clip", "relu_feeds_int8"]
+    # only Relu: the float residual Add breaks the chain before the Relu after it
+    assert glue_nodes(proto, convs, op_types=("Relu",)) == ["relu_feeds_int8"]
+    assert glue_nodes(proto, []) == []
+
+
+def test_int8_chain_runs_as_qlinear_ops_in_onnxruntime(tmp_path: Path) -> None:
+    """uint8 activations and the glue ops quantized: ONNX Runtime's optimised graph runs every quantized Conv as a
+    QLinearConv and the residual Add as QLinearAdd, with no float Conv on dequantized weights and no Clip/Relu left
+    between them (with int8 activations it left most convs in float), and the result stays near fp32."""
+    import onnxruntime as ort
+    from boxseg.export.quantize import quantize_int8
+
+    proto = _conv_chain()
+    rng = np.random.default_rng(5)
+    batches = [(rng.random((1, 3, 16, 16)) * 255).astype(np.float32) / 64 for _ in range(8)]
+    q, report = quantize_int8(proto, batches, keep_float_scopes=(), input_name="x")
+    assert report.activation_type == "QUInt8" and report.nodes_quantized == 4 and report.nodes_float == 0
+    assert report.glue_quantized == {"Add": 1, "Clip": 1, "Relu": 2, "Resize": 1}
+    src, optimised = tmp_path / "q.onnx", tmp_path / "q_opt.onnx"
+    onnx.save(q, str(src))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(optimised)
+    session = ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(optimised)).graph.node]
+    assert ops.count("QLinearConv") == 4 and "Conv" not in ops and "Clip" not in ops
+    assert ops.count("QLinearAdd") == 1 and ops.count("Relu") == 1  # the Relu after the float Mul
+    reference = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = batches[0]
+    want, got = reference.run(None, {"x": x})[0], session.run(None, {"x": x})[0]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
+
+
 # ---------------------------------------------------------------------------------------------- calibration
 
 
@@ -338,6 +436,23 @@ def test_int8_graph_quantizes_convs_only_before_nms(reduced: dict) -> None:
             assert all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear" for i in n.input)
     weights = {t.name: t.data_type for t in proto.graph.initializer}
     assert sum(t == TensorProto.INT8 for t in weights.values()) >= len(on_int8)
+    assert q["activation_type"] == "QUInt8" and q["glue_quantized"].get("Relu", 0) > 0
+
+
+def test_onnxruntime_fuses_every_quantized_conv_of_the_export(reduced: dict, tmp_path: Path) -> None:
+    """The exported int8 graph as ONNX Runtime optimises it: each quantized Conv is a QLinearConv (a QDQ Conv it
+    cannot fuse runs as a float Conv on dequantized weights, slower than fp32)."""
+    import onnxruntime as ort
+
+    result = reduced["results"]["int8"]
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(result.path), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    q = result.details["quantization"]
+    assert ops.count("QLinearConv") == q["nodes_quantized"] > 0
+    assert ops.count("Conv") + ops.count("FusedConv") == q["nodes_float"]
 
 
 def read_meta(path: Path) -> dict[str, str]:
