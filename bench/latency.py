@@ -221,7 +221,8 @@ def run_latency(models: list[Path], names: list[str], sizes: list[int], batches:
         live: list[tuple[dict[str, Any], Backend]] = []
         try:
             for k, model in enumerate(models):
-                for backend in make_backends(model, names, threads, sizes, batches, Path(tmp) / str(k)):
+                for backend in make_backends(model, backends_for(model, models, names), threads, sizes, batches,
+                                             Path(tmp) / str(k)):
                     base = {**({"model": model.name} if labelled else {}), "backend": backend.name,
                             "device": backend.device}
                     ok, reason = backend.available()
@@ -264,6 +265,16 @@ def run_latency(models: list[Path], names: list[str], sizes: list[int], batches:
             for _, backend in live:
                 backend.close()
     return rows
+
+
+def backends_for(model: Path, models: list[Path], names: list[str]) -> list[str]:
+    """With several models side by side, eager PyTorch runs on the checkpoints and the engines on the exported
+    files (a checkpoint would otherwise be exported again next to the given exports); alone, a model gets all."""
+    if len(models) < 2:
+        return names
+    if model.suffix.lower() == ".pt":
+        return [n for n in names if n == "torch"]
+    return [n for n in names if n != "torch"]
 
 
 def _label(base: dict[str, Any]) -> str:

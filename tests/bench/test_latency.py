@@ -181,3 +181,13 @@ def test_models_side_by_side_over_interleaved_rounds(tiny_onnx: Path, tmp_path: 
         assert min(rounds) - 0.01 <= r["p50_ms"] <= max(rounds) + 0.01  # the pooled median (rounded to 0.01)
     summary = summarize_targets(rows)
     assert {k for k in summary if k != "targets"} == {f"{m.name}_size96_batch1" for m in (onnx, other)}
+
+
+def test_side_by_side_torch_takes_checkpoints_and_engines_take_exports() -> None:
+    from boxseg.bench.latency import backends_for
+
+    ckpt, fp32, int8 = Path("last.pt"), Path("fp32.onnx"), Path("int8.onnx")
+    names = ["torch", "ort", "runtime"]
+    assert backends_for(ckpt, [ckpt], names) == names
+    assert backends_for(ckpt, [ckpt, fp32, int8], names) == ["torch"]
+    assert backends_for(int8, [ckpt, fp32, int8], names) == ["ort", "runtime"]
