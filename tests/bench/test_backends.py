@@ -120,3 +120,16 @@ def test_torch_backend_resolves_norm_and_pretrained_like_the_exporter(tmp_path: 
     exported = load_student(path).model
     for (k, a), (k2, b) in zip(backend.model.state_dict().items(), exported.state_dict().items()):
         assert k == k2 and torch.equal(a, b)
+
+
+def test_the_ort_backend_spins_like_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bare ORT session and the runtime's session share the spin-wait setting (off unless BOXSEG_ORT_SPIN=1):
+    with ORT's default (on) against the runtime's (off), small inputs read as a 10-15% runtime overhead."""
+    from boxseg.bench.backends import ort_spin
+
+    monkeypatch.delenv("BOXSEG_ORT_SPIN", raising=False)
+    assert ort_spin() == "0"
+    monkeypatch.setenv("BOXSEG_ORT_SPIN", "1")
+    assert ort_spin() == "1"
+    monkeypatch.setenv("BOXSEG_ORT_SPIN", "0")
+    assert ort_spin() == "0"
