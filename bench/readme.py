@@ -103,10 +103,10 @@ def _caption(meta: Mapping[str, Any], keys: Sequence[str]) -> str:
         v = meta.get(k)
         if v in (None, [], ""):
             continue
-        if isinstance(v, list):
+        if k == "model":  # where it lay on the measuring machine says nothing here
+            v = ", ".join(Path(m.strip()).name for m in (v if isinstance(v, list) else str(v).split(",")))
+        elif isinstance(v, list):
             v = ",".join(map(str, v))
-        elif k == "model":
-            v = Path(str(v)).name  # where it lay on the measuring machine says nothing here
         parts.append(f"{k} `{v}`")
     return "; ".join(parts)
 
