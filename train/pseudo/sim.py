@@ -45,11 +45,6 @@ def sinkhorn(scores: torch.Tensor, eps: float, iters: int = 3) -> torch.Tensor:
     return logq.exp().to(scores.dtype)
 
 
-def normalize_features(feats: torch.Tensor) -> torch.Tensor:
-    """(D, H, W) -> the same with each pixel's feature vector L2-normalised (SIM Sec. 3.2)."""
-    return F.normalize(feats, dim=0, eps=1e-12)
-
-
 class Prototypes(nn.Module):
     """L sub-centres per class, kept as buffers so they travel with checkpoints (SIM Eqs. 1-5).
 
