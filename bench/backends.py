@@ -262,6 +262,12 @@ class _GraphBackend(Backend):
     def _infer(self, x: np.ndarray) -> Mapping[str, np.ndarray]:
         raise NotImplementedError
 
+    def _require_outputs(self, names: set[str]) -> None:
+        """The graph must give every output of the contract."""
+        missing = [n for n in OUTPUT_NAMES if n not in names]
+        if missing:
+            raise ValueError(f"{self.model_path}: graph lacks outputs {missing} (contract: {list(OUTPUT_NAMES)})")
+
     def run(self, images: Sequence[np.ndarray]) -> Stages:
         t0 = time.perf_counter_ns()
         x, sizes = preprocess_numpy(images, self.imgsz, self.divisor, self.input_dtype)
@@ -321,9 +327,7 @@ class OrtBackend(_GraphBackend):
         self.input_dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
         self.divisor, self.stride, self.threshold = _contract_values(
             self.session.get_modelmeta().custom_metadata_map)
-        missing = [n for n in OUTPUT_NAMES if n not in {o.name for o in self.session.get_outputs()}]
-        if missing:
-            raise ValueError(f"{self.model_path}: graph lacks outputs {missing} (contract: {list(OUTPUT_NAMES)})")
+        self._require_outputs({o.name for o in self.session.get_outputs()})
 
     def _infer(self, x: np.ndarray) -> Mapping[str, np.ndarray]:
         return dict(zip(OUTPUT_NAMES, self.session.run(list(OUTPUT_NAMES), {self.input_name: x})))
@@ -369,10 +373,7 @@ class OpenVinoBackend(_GraphBackend):
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
-        names = {name for out in self.compiled.outputs for name in out.get_names()}
-        missing = [n for n in OUTPUT_NAMES if n not in names]
-        if missing:
-            raise ValueError(f"{self.model_path}: graph lacks outputs {missing} (contract: {list(OUTPUT_NAMES)})")
+        self._require_outputs({name for out in self.compiled.outputs for name in out.get_names()})
         self.input_dtype = np.uint8 if self.compiled.input(0).get_element_type() == ov.Type.u8 else np.float32
         self.divisor, self.stride, self.threshold = _contract_values(read_onnx_metadata(self.model_path))
 
