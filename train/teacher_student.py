@@ -53,7 +53,7 @@ from .pseudo.config import (
     TeacherConfig,
 )
 from .pseudo.qam import qam_label
-from .pseudo.sim import SIMLabeller, positives, sim_label
+from .pseudo.sim import SIMLabeller, instance_map, positives, sim_label
 from .telemetry import best_gt_scores, downsample_gt, mask_iou, summarize
 
 
@@ -110,10 +110,11 @@ class TeacherStudentMethod(Method):
                             "(boxseg.train.losses.criterion.Criterion has one)")
         criterion.pseudo_loss_fn = QualityMaskLoss(self.sec.mask_sup)
         self.sim: SIMLabeller | None = None
-        # Where a soft pseudo mask becomes foreground, for the telemetry's IoU with GT masks: SIM's hard label is
-        # its blend >= tau_high, the others' Dice target is binarised at 0.5.
-        self.label_thresh = self.sec.sim.tau_high if self.sec.pseudo_labeler == "sim" else 0.5
+        # Where a soft pseudo mask becomes foreground, for the telemetry's IoU with GT masks: the others' Dice
+        # target is binarised at 0.5, SIM's hard label is its blend >= tau_high.
+        self.label_thresh = 0.5
         if self.sec.pseudo_labeler == "sim":
+            self.label_thresh = self.sec.sim.tau_high
             mcfg = student.cfg
             self.sim = SIMLabeller.create(self.sec.sim, mcfg.num_classes, mcfg.mask_branch_channels,
                                           int(getattr(getattr(cfg, "runtime", None), "seed", 0)))
@@ -351,14 +352,15 @@ def _sim_labels(model: nn.Module, dense: Any, flat: Any, scores: torch.Tensor, a
     sim.protos.to(z_all.device)
     out = []
     for i, boxes in enumerate(t_boxes):
-        loc, gi, iou = positives(flat.locations, flat.strides, flat.levels, all_boxes[i], boxes,
-                                 tuple(mcfg.sizes_of_interest), mcfg.center_sampling_radius, sim.cfg.max_positives)
-        instance = None
         if sim.cfg.instance_map == "qam":
             q = _qam_image(model, dense, flat, scores, all_boxes, i, boxes, gt_classes[i], t_geoms[i], qam_cfg, grid)
-            instance = (q["masks"], q["valid"])
-        probs = _mask_probs(model, dense, flat, i, loc) if instance is None else None
-        lab = sim_label(z_all[i], sim.protos, probs, iou, gi, boxes, gt_classes[i], sim.cfg, MASK_STRIDE, instance)
+            m_i, has = q["masks"], q["valid"]
+        else:
+            loc, gi, iou = positives(flat.locations, flat.strides, flat.levels, all_boxes[i], boxes,
+                                     tuple(mcfg.sizes_of_interest), mcfg.center_sampling_radius,
+                                     sim.cfg.max_positives)
+            m_i, has = instance_map(_mask_probs(model, dense, flat, i, loc), iou, gi, boxes.shape[0], sim.cfg.mu)
+        lab = sim_label(z_all[i], sim.protos, m_i, has, boxes, gt_classes[i], sim.cfg, MASK_STRIDE)
         fg = lab.pop("foreground")
         if sim.learn:
             sim.protos.update(z_all[i], fg, gt_classes[i], sim.generator)

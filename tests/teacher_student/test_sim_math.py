@@ -217,7 +217,8 @@ def test_sim_label_blends_the_maps_and_zeroes_outside_the_box() -> None:
     z[1, :, 2:] = 1.0
     probs = torch.full((1, 4, 4), 0.8)
     gt = torch.tensor([[0.0, 0.0, 12.0, 16.0], [4.0, 4.0, 4.5, 12.0]])  # the second one is degenerate (< 1 px)
-    out = sim_label(z, protos, probs, torch.tensor([0.8]), torch.tensor([0]), gt, torch.tensor([0, 0]), cfg)
+    m_i, has = instance_map(probs, torch.tensor([0.8]), torch.tensor([0]), 2, cfg.mu)
+    out = sim_label(z, protos, m_i, has, gt, torch.tensor([0, 0]), cfg)
     m_s_in, m_s_out = torch.sigmoid(torch.tensor(10.0)), torch.sigmoid(torch.tensor(0.0))
     expect = torch.zeros(4, 4)
     expect[:, :2] = 0.5 * m_s_in + 0.4

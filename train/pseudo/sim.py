@@ -158,27 +158,19 @@ def positives(locations: torch.Tensor, strides: torch.Tensor, levels: torch.Tens
     return loc[keep], gt[keep], iou[keep]
 
 
-def sim_label(z: torch.Tensor, protos: Prototypes, pos_probs: torch.Tensor, pos_ious: torch.Tensor,
-              pos_gt: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor, cfg: SIMConfig,
-              mask_stride: int = 4,
-              instance: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """SIM's pseudo labels for one image (Eqs. 1, 6, 7 and the ignore band), teacher frame, mask grid.
+def sim_label(z: torch.Tensor, protos: Prototypes, m_i: torch.Tensor, has: torch.Tensor, gt_boxes: torch.Tensor,
+              gt_classes: torch.Tensor, cfg: SIMConfig, mask_stride: int = 4) -> dict[str, torch.Tensor]:
+    """SIM's pseudo labels for one image (Eqs. 1, 7 and the ignore band), teacher frame, mask grid.
 
-    z (D, h, w) normalised mask features on the mask grid; pos_* the positives of `positives` with their mask
-    probabilities (P, h, w); gt_boxes (G, 4) pixels. `instance` = (maps (G, h, w), valid (G,)) replaces M_I (SIM +
-    QAM: QAM's fused masks).
-    Returns masks (G, h, w): the blend M-hat, zero outside the box (the loss derives targets and ignore weights
-    from it with the same tau_low/tau_high); weights (G,): Eq. 11's importance S (telemetry, copy-paste sampling);
-    valid (G,); plus the semantic map's share of the foreground for telemetry.
+    z (D, h, w) normalised mask features on the mask grid; m_i (G, h, w) the instance maps and has (G,) whether
+    each GT has one (`instance_map` of Eq. 6, or QAM's fused masks and validity for SIM + QAM); gt_boxes (G, 4)
+    pixels. Returns masks (G, h, w): the blend M-hat, zero outside the box (the loss derives targets and ignore
+    weights from it with the same tau_low/tau_high); weights (G,): Eq. 11's importance S (telemetry, copy-paste
+    sampling); valid (G,); foreground (G, h, w): the hard labels the prototypes learn from.
     """
-    g = gt_boxes.shape[0]
     h, w = z.shape[-2:]
     inside = box_masks(gt_boxes.float() / mask_stride, h, w)
     degenerate = ((gt_boxes[:, 2:] - gt_boxes[:, :2]) < 1).any(1)
-    if instance is None:
-        m_i, has = instance_map(pos_probs, pos_ious, pos_gt, g, cfg.mu)
-    else:
-        m_i, has = instance
     m_s = protos.semantic_map(z, gt_classes)
     prob = self_correct(m_s, m_i.to(m_s.dtype), cfg.alpha) * inside
     valid = has & ~degenerate
