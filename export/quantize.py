@@ -220,7 +220,7 @@ def calibration_batches(folder: str | Path, count: int, *, test_size: int = 0, t
     `boxseg.test_size` / `boxseg.test_max_size` metadata) or, for a model without one, fitted inside `fit` = (H, W);
     then zero-padded bottom/right to a multiple of 32."""
     from boxseg.export.images import list_images, read_rgb
-    from PIL import Image
+    from boxseg.runtime.reference import resize_bilinear
 
     if count < 1:
         raise ExportError(f"--calib-images {count}: expected at least 1.")
@@ -231,10 +231,10 @@ def calibration_batches(folder: str | Path, count: int, *, test_size: int = 0, t
         image = read_rgb(path)
         h, w = image.shape[:2]
         nh, nw = plan_resize(h, w, test_size, test_max_size) if (test_size or test_max_size) else fit_size(h, w, fit)[0]
-        if (nh, nw) != (h, w):
-            image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+        # The runtime's own bilinear resize (runtime/reference.py, which its C++ core matches), not PIL's, which
+        # antialiases when it shrinks: calibrate on the inputs the graph will see.
         canvas = np.zeros((1, 3, pad_to(nh, SIZE_DIVISOR), pad_to(nw, SIZE_DIVISOR)), dtype=np.float32)
-        canvas[0, :, :nh, :nw] = image.transpose(2, 0, 1)
+        canvas[0, :, :nh, :nw] = resize_bilinear(image, nh, nw).transpose(2, 0, 1)
         batches.append(canvas)
     return batches
 

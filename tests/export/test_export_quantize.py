@@ -238,6 +238,12 @@ def test_calibration_inputs_use_the_models_resize_rule_and_padding(tmp_path: Pat
         assert x.shape == (1, 3, pad_to(nh), pad_to(nw)) and x.dtype == np.float32
         assert x[0, :, :nh, :nw].max() > 0 and (x[0, :, nh:] == 0).all() and (x[0, :, :, nw:] == 0).all()
         assert 0 <= x.min() and x.max() <= 255
+    # Exactly what the runtime feeds the graph (its numpy reference, which the C++ core is tested against).
+    from boxseg.export.images import list_images, read_rgb
+    from boxseg.runtime.reference import preprocess
+
+    for x, path in zip(batches, list_images(folder, limit=2)):
+        np.testing.assert_allclose(x, preprocess([read_rgb(path)], 96, 120)[0], rtol=0, atol=1e-4)
     fitted = calibration_batches(folder, 3, fit=(64, 64))
     assert [b.shape[2:] for b in fitted] == [(64, 64), (64, 64), (64, 64)]
     with pytest.raises(ExportError, match="--calib-images 0"):
