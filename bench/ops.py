@@ -146,9 +146,10 @@ def cpu_peak_estimate() -> dict[str, Any]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         text = ""
-    mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)
-    bogo = re.search(r"^bogomips\s*:\s*([\d.]+)", text, re.M | re.I)
-    flags = set((re.search(r"^flags\s*:(.*)$", text, re.M) or re.match("()", "")).group(1).split())
+    mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", text, re.MULTILINE)
+    bogo = re.search(r"^bogomips\s*:\s*([\d.]+)", text, re.MULTILINE | re.IGNORECASE)
+    flags_line = re.search(r"^flags\s*:(.*)$", text, re.MULTILINE)
+    flags = set(flags_line.group(1).split()) if flags_line else set()
     ghz = float(mhz.group(1)) / 1000 if mhz else (float(bogo.group(1)) / 2000 if bogo else float("nan"))
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
     cores = torch.get_num_threads()
