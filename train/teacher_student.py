@@ -365,6 +365,8 @@ def _sim_labels(model: nn.Module, dense: Any, flat: Any, scores: torch.Tensor, a
         if sim.learn:
             sim.protos.update(z_all[i], fg, gt_classes[i], sim.generator)
         out.append({**lab, "teacher_scores": best[i]})
+    if sim.learn:
+        sim.protos.sync()  # every rank labels every iteration, so the collective is called in step
     return out
 
 

@@ -23,10 +23,10 @@ from boxseg.config import config_to_dict
 from boxseg.model.config import ModelConfig
 
 
-def _args(data, out: Path, batch: int) -> list[str]:
+def _args(data, out: Path, batch: int, preset: str = "boxinst") -> list[str]:
     tiny, default = config_to_dict(ModelConfig.tiny(num_classes=4)), config_to_dict(ModelConfig())
     model = [f"model.{k}={json.dumps(v)}" for k, v in tiny.items() if v != default[k]]
-    return ["train", "--preset", "boxinst", "--data", str(data["train"]), "--out", str(out), "--iters", "3",
+    return ["train", "--preset", preset, "--data", str(data["train"]), "--out", str(out), "--iters", "3",
             "--batch", str(batch), "--device", "cpu", "--workers", "0", "--json", *model,
             "input.train_scales=[64]", "input.hflip_prob=0.5", "runtime.progress=false", "runtime.threads=1",
             "solver.warmup_iters=1", "solver.lr=0.01", "runtime.log_every=1",
@@ -40,16 +40,18 @@ def _boxseg_exe() -> str:
     return str(exe)
 
 
+def _torchrun(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "--no-python", _boxseg_exe(), *args],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
 def test_two_gloo_processes_match_one_process_with_the_same_total_batch(tmp_path, tiny_data):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([_boxseg_exe(), *_args(tiny_data, tmp_path / "single", 4)], capture_output=True,
                             text=True, env=env, timeout=600, check=False)
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
-         _boxseg_exe(), *_args(tiny_data, tmp_path / "ddp", 4)],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
-    )
+    ddp = _torchrun(_args(tiny_data, tmp_path / "ddp", 4), env)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     # Only rank 0 prints the summary and writes the run folder.
     assert len([ln for ln in ddp.stdout.splitlines() if ln.startswith("{")]) == 1
@@ -64,3 +66,12 @@ def test_two_gloo_processes_match_one_process_with_the_same_total_batch(tmp_path
     for ra, rb in zip(la, lb):  # logged losses are averaged over the ranks
         assert rb["loss_box"] == pytest.approx(ra["loss_box"], rel=1e-4)
         assert rb["lr"] == ra["lr"]
+
+
+def test_sim_trains_under_two_gloo_processes(tmp_path, tiny_data):
+    """SIM syncs its prototypes across ranks every iteration (a collective each rank must reach in step)."""
+    ddp = _torchrun(_args(tiny_data, tmp_path / "sim", 4, preset="sim"), {**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "sim" / "checkpoints" / "last.pt")
+    assert state["iteration"] == 3
+    assert "protos" in state["method"]["sim_prototypes"]

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -111,6 +112,22 @@ class Prototypes(nn.Module):
             self.protos[c] = torch.where(has[:, None], F.normalize(new, dim=1), p).to(self.protos.dtype)
         return stats
 
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Under DDP, give every rank the same prototypes: each sub-centre becomes the normalised mean of the
+        ranks' that have the class (a class one rank has not seen yet takes the others'). After the first sync
+        the ranks' sub-centre l are one vector moved by small momentum steps, so averaging them index by index
+        is, to first order, the update from the whole batch's pixels. A no-op outside a process group."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        count = self.ready.to(self.protos.dtype)
+        summed = self.protos * count[:, None, None]
+        dist.all_reduce(summed)
+        dist.all_reduce(count)
+        have = count > 0
+        self.protos.copy_(torch.where(have[:, None, None], F.normalize(summed, dim=2), self.protos))
+        self.ready.copy_(have)
+
 
 def instance_map(cand_probs: torch.Tensor, cand_ious: torch.Tensor, gt_idx: torch.Tensor, num_gt: int,
                  mu: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,8 +200,8 @@ def sim_label(z: torch.Tensor, protos: Prototypes, m_i: torch.Tensor, has: torch
 @dataclass
 class SIMLabeller:
     """What SIM's labelling keeps between iterations: its settings and the class prototypes. `learn`: update the
-    prototypes from each labelled image (training); off, it only labels. Prototypes are per process (not
-    all-reduced under DDP): each rank's follow the images it sees."""
+    prototypes from each labelled image (training), then `Prototypes.sync` them across DDP ranks; off, it only
+    labels."""
 
     cfg: SIMConfig
     protos: Prototypes
