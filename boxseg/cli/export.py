@@ -89,7 +89,9 @@ def cli(checkpoint: Path, fmt: str, out: Path, opset: int, dynamic: bool, batch:
                    f"{'...' if len(quant['op_types']) > 4 else ''} node(s) converted, {quant['nodes_float']} kept "
                    f"float ({'; '.join(quant['kept_float_scopes'])})"
                    + (f"; calibrated on {quant['calib_images']} image(s), {quant['calib_method']}"
-                      if quant["calib_images"] else "") + ".")
+                      if quant["calib_images"] else "")
+                   + (f"; quantized between them: {', '.join(f'{n} {t}' for t, n in quant['glue_quantized'].items())}"
+                      if quant.get("glue_quantized") else "") + ".")
     problems = result.details.get("tensorrt_problems")
     if problems:
         click.echo(f"Warning: {len(problems)} node(s) TensorRT's ONNX parser would reject:", err=True)

@@ -521,7 +521,9 @@ def test_cli_int8_json_and_eval_model(reduced: dict, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "(onnx int8," in res.stdout and "Graph nodes: onnxslim " in res.stdout
     assert "calibrated on 2 image(s), MinMax" in res.stdout
-    assert json.loads(read_meta(out)["boxseg.quantization"])["calib_images"] == 2
+    quant = json.loads(read_meta(out)["boxseg.quantization"])
+    assert quant["calib_images"] == 2
+    assert quant["glue_quantized"] and all(f"{n} {t}" in res.stdout for t, n in quant["glue_quantized"].items())
 
     data = tmp_path / "val"
     generate_dataset(data, num_images=3, size=(128, 160), seed=9, progress=False)
