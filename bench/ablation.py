@@ -123,6 +123,22 @@ def add_paired_differences(rows: list[dict[str, Any]], per_preset: dict[str, lis
         row["diff_mean"], row["diff_lo"], row["diff_hi"], row["diff_pairs"] = d["mean"], d["lo"], d["hi"], d["n"]
 
 
+def add_variant_differences(rows: list[dict[str, Any]], per_preset: dict[str, list[dict[str, Any]]]) -> None:
+    """Add ``diff_base`` (and ``diff_base_mean/_lo/_hi``) to each variant row (``boxseg[qam.gate=soft]``): its mask
+    AP minus its base preset's, paired by seed, when the base preset was run; "-" on the other trained rows."""
+    for row in rows:
+        if row.get("kind") != "trained":
+            continue
+        base, own = split_variant(row["preset"])
+        if not own or base not in per_preset:
+            row["diff_base"] = "-"
+            continue
+        d = paired_difference({r["seed"]: r["segm"].get("AP") for r in per_preset[row["preset"]]},
+                              {r["seed"]: r["segm"].get("AP") for r in per_preset[base]})
+        row["diff_base"] = format_difference(d)
+        row["diff_base_mean"], row["diff_base_lo"], row["diff_base_hi"] = d["mean"], d["lo"], d["hi"]
+
+
 def ensure_data(data: Path | None, out: Path, split: str, log: Any, size: int = DEFAULT_SIZE) -> Path:
     """``--data`` as given, or the bench split generated once under ``OUT/data_<split>_<size>`` (reused)."""
     if data is not None:
@@ -313,6 +329,7 @@ def run_ablation(presets: list[str], config: str | None, seeds: int, iters: int 
             per_preset.setdefault(preset, []).append(result)
     rows = [aggregate(p, res) for p, res in per_preset.items()]
     add_paired_differences(rows, per_preset)
+    add_variant_differences(rows, per_preset)
     rows += [aggregate(f"{kind} baseline", [m], kind="baseline") for kind, m in baseline_metrics(data).items()]
     runs = [{"preset": r["preset"], "seed": r["seed"], "iterations": r["iterations"],
              "train_seconds": r.get("train_seconds"), **{m: r["segm"].get(m) for m in METRICS},
@@ -433,11 +450,14 @@ def cli(presets_text: str, config: str, seeds: int, iters: int | None, split: st
             "data": str(data), "device": device, "threads": threads, "overrides": list(overrides), "keys": KEYS,
             "protocol": protocol(presets[0], overlay, iters, overrides),
             "metric": "COCO mask AP (%) on the val split; mean ± sample std over seeds; diff: mean of the per-seed "
-                      f"differences to {REFERENCE} with its 95% t interval; converged: runs whose last two "
+                      f"differences to {REFERENCE} with its 95% t interval (diff_base: a variant's to its base "
+                      "preset); converged: runs whose last two "
                       f"evaluations differ by < {CONVERGED_AP:g} AP"}
-    columns = ["preset", "runs", *METRICS, "box_AP", "diff", "teacher_AP", "converged"]
+    variants = any(split_variant(p)[1] for p in presets)
+    columns = ["preset", "runs", *METRICS, "box_AP", "diff", *(["diff_base"] if variants else []), "teacher_AP",
+               "converged"]
     headers = {"preset": "Preset", "runs": "Runs", "box_AP": "box AP", "diff": f"Δ AP vs {REFERENCE} [95% CI]",
-               "teacher_AP": "teacher AP"}
+               "diff_base": "Δ AP vs base preset [95% CI]", "teacher_AP": "teacher AP"}
     table = write_report("ablation", rows, out, meta, PLOT, summary={"runs": runs}, columns=columns,
                          headers=headers)
     write_report("ablation_runs", runs, out, meta, {"kind": "bar", "x": ["preset", "seed"], "y": "AP",

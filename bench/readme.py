@@ -27,9 +27,10 @@ END = "<!-- end of generated results -->"
 # Report name -> (section title, Markdown columns, column headers, meta keys shown under the title).
 VIEWS: dict[str, tuple[str, list[str], dict[str, str], list[str]]] = {
     "ablation": ("Mask AP per preset (`boxseg bench ablation`), mean ± std over seeds",
-                 ["preset", "runs", "AP", "AP50", "AP75", "APs", "APm", "APl", "box_AP", "diff", "teacher_AP",
-                  "converged"],
-                 {"box_AP": "box AP", "diff": "Δ AP vs boxinst, paired [95% CI]", "teacher_AP": "teacher AP"},
+                 ["preset", "runs", "AP", "AP50", "AP75", "APs", "APm", "APl", "box_AP", "diff", "diff_base",
+                  "teacher_AP", "converged"],
+                 {"box_AP": "box AP", "diff": "Δ AP vs boxinst, paired [95% CI]",
+                  "diff_base": "Δ AP vs base preset, paired", "teacher_AP": "teacher AP"},
                  ["presets", "config", "seeds", "iters", "split", "size", "threads", "overrides"]),
     "ablation_runs": ("Mask AP per run (`boxseg bench ablation`)",
                       ["preset", "seed", "iterations", "AP", "AP50", "AP75", "box_AP", "teacher_AP", "AP_curve",

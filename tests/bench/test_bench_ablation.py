@@ -138,6 +138,25 @@ def test_paired_difference_with_its_t_interval() -> None:
     assert (one["n"], one["mean"], one["lo"]) == (1, 1.0, None) and format_difference(one) == "+1.0"
 
 
+def test_variant_rows_are_paired_with_their_base_preset() -> None:
+    from boxseg.bench.ablation import add_paired_differences, add_variant_differences
+
+    def runs(*aps: float) -> list[dict]:
+        return [{"seed": s, "segm": {"AP": ap}} for s, ap in enumerate(aps)]
+
+    per_preset = {"boxinst": runs(30.0, 31.0), "boxseg": runs(32.0, 32.0), "boxseg[qam.gate=soft]": runs(33.0, 34.0),
+                  "sim[sim.tau=0.1]": runs(29.0, 29.0)}
+    rows = [{"preset": p, "kind": "trained"} for p in per_preset] + [{"preset": "ellipse baseline",
+                                                                      "kind": "baseline"}]
+    add_paired_differences(rows, per_preset)
+    add_variant_differences(rows, per_preset)
+    by = {r["preset"]: r for r in rows}
+    assert by["boxseg[qam.gate=soft]"]["diff_base_mean"] == pytest.approx(1.5)  # (33-32 + 34-32) / 2
+    assert by["boxseg[qam.gate=soft]"]["diff_mean"] == pytest.approx(3.0)  # still paired with boxinst too
+    assert by["boxseg"]["diff_base"] == "-" and by["sim[sim.tau=0.1]"]["diff_base"] == "-"  # no base run: no pair
+    assert "diff_base" not in by["ellipse baseline"]
+
+
 def test_label_then_train_row(tmp_path: Path) -> None:
     """label+condinst: the boxseg run of the same seed labels the train split, then condinst trains on the labels;
     the row reads that run and the labels keep every training annotation."""
