@@ -45,6 +45,17 @@ def test_render_orders_sections_names_the_machine_and_picks_columns(tmp_path: Pa
     assert "![ablation](R/ablation.png)" in text and "![latency](R/latency.png)" in text
 
 
+def test_telemetry_shows_one_row_per_preset_with_its_curves(tmp_path: Path) -> None:
+    rows = [{"preset": p, "iteration": it, "pseudo_valid_frac": v, "pseudo_iou": None if it == 100 else 0.7,
+             "bank_size": 80.0} for p, v0 in (("sim", 0.9), ("boxseg", 0.0)) for it, v in ((200, v0 + 0.05),
+                                                                                            (100, v0))]
+    write_report("ablation_telemetry", rows, tmp_path, {"presets": ["sim", "boxseg"]}, machine=MACHINE)
+    text = render(load_reports([tmp_path]))
+    assert "| preset | at iterations | valid pseudo masks | pseudo IoU | bank |" in text  # keys never logged: no column
+    assert "| sim | 100 200 | 0.90 0.95 | - 0.70 | 80 80 |" in text  # in iteration order, whatever the row order
+    assert "| boxseg | 100 200 | 0.00 0.05 | - 0.70 | 80 80 |" in text
+
+
 def test_machines_that_differ_are_named_per_section(tmp_path: Path) -> None:
     write_reports(tmp_path)
     doc = json.loads((tmp_path / "latency.json").read_text())
