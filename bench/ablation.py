@@ -105,36 +105,38 @@ def aggregate(preset: str, results: list[dict[str, Any]], kind: str = "trained")
     return row
 
 
+def ap_by_seed(results: list[dict[str, Any]]) -> dict[int, float]:
+    """Mask AP of each run, by seed: what paired differences pair."""
+    return {r["seed"]: r["segm"].get("AP") for r in results}
+
+
 def add_paired_differences(rows: list[dict[str, Any]], per_preset: dict[str, list[dict[str, Any]]],
                            reference: str = REFERENCE) -> None:
     """Add ``diff`` ("+1.2 [-0.3, +2.7]") and ``diff_mean/_lo/_hi`` (mask AP minus the reference preset's, paired
     by seed) to each trained row, when the reference preset was run."""
     if reference not in per_preset:
         return
-    ref = {r["seed"]: r["segm"].get("AP") for r in per_preset[reference]}
+    ref = ap_by_seed(per_preset[reference])
     for row in rows:
         if row.get("kind") != "trained" or row["preset"] not in per_preset:
             continue
         if row["preset"] == reference:
             row["diff"] = "(reference)"
             continue
-        d = paired_difference({r["seed"]: r["segm"].get("AP") for r in per_preset[row["preset"]]}, ref)
+        d = paired_difference(ap_by_seed(per_preset[row["preset"]]), ref)
         row["diff"] = format_difference(d)
         row["diff_mean"], row["diff_lo"], row["diff_hi"], row["diff_pairs"] = d["mean"], d["lo"], d["hi"], d["n"]
 
 
 def add_variant_differences(rows: list[dict[str, Any]], per_preset: dict[str, list[dict[str, Any]]]) -> None:
     """Add ``diff_base`` (and ``diff_base_mean/_lo/_hi``) to each variant row (``boxseg[qam.gate=soft]``): its mask
-    AP minus its base preset's, paired by seed, when the base preset was run; "-" on the other trained rows."""
+    AP minus its base preset's, paired by seed, when the base preset was run. Other rows get no such key, so a
+    report without variants has no such column (tables show a missing value as "-")."""
     for row in rows:
-        if row.get("kind") != "trained":
-            continue
         base, own = split_variant(row["preset"])
-        if not own or base not in per_preset:
-            row["diff_base"] = "-"
+        if row.get("kind") != "trained" or not own or base not in per_preset:
             continue
-        d = paired_difference({r["seed"]: r["segm"].get("AP") for r in per_preset[row["preset"]]},
-                              {r["seed"]: r["segm"].get("AP") for r in per_preset[base]})
+        d = paired_difference(ap_by_seed(per_preset[row["preset"]]), ap_by_seed(per_preset[base]))
         row["diff_base"] = format_difference(d)
         row["diff_base_mean"], row["diff_base_lo"], row["diff_base_hi"] = d["mean"], d["lo"], d["hi"]
 
